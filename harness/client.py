@@ -1,0 +1,356 @@
+"""The routing client: send each request to a chosen worker, and record it.
+
+Gunicorn hands a new connection to whichever worker accepts it first, but a keep-alive
+connection then stays with that worker. The client therefore opens connections until it
+has one *pinned* to every worker (each response names its worker in ``X-Worker-Id``) and
+keeps them open for the whole run. Workers are named by index in steps and reports:
+index 0 is the worker with the lowest pid.
+
+A step chooses its worker with a *route*:
+
+- an ``int`` k: worker k;
+- ``Route.ACCEPTING``: the worker that accepted the scan's POST;
+- ``Route.OTHER``: the next worker after the accepting one (so never the accepting one
+  when there are two or more workers);
+- ``Route.NEXT``: round-robin over all workers.
+
+Every request becomes an invoke op and a completion op in the history (see
+``harness.history``), with the worker that really served it, which the client reads from
+the answer rather than assuming.
+
+Example::
+
+    client = RoutingClient(cluster.base_url, recorder, token_for=tokens.mint)
+    client.pin_workers(expected=4)
+    accepted = client.discover("alice", route=0)
+    client.status("alice", accepted.scan_id, route=Route.OTHER)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import httpx
+
+from harness.history import Function, HistoryRecorder, Op, OpType
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1/opportunities"
+WORKER_HEADER = "X-Worker-Id"
+
+# Opening connections until each of 4 workers had answered took a median of 6 to 11
+# connections and at worst 94 on a 2-core machine; 200 leaves room for slower boots.
+MAX_PIN_CONNECTIONS = 200
+
+
+class Route(Enum):
+    """A worker chosen relative to the scan or to earlier requests."""
+
+    ACCEPTING = "accepting"  # the worker that answered the scan's POST
+    OTHER = "other"  # the worker after the accepting one
+    NEXT = "next"  # round-robin over every worker
+
+
+RouteSpec = int | Route
+
+
+class RoutingError(RuntimeError):
+    """The client could not reach the workers it needs (an inconclusive run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one request came back with, and the completion op that recorded it."""
+
+    http_status: int | None
+    body: dict[str, Any] | None
+    worker: int | None
+    op: Op
+
+    @property
+    def scan_id(self) -> str | None:
+        return self.op.scan_id
+
+    @property
+    def status(self) -> str | None:
+        """Return the scan status the answer reports, if it reports one."""
+        if self.body is None:
+            return None
+        value = self.body.get("status")
+        return value if isinstance(value, str) else None
+
+
+class _PinnedConnection:
+    """One keep-alive connection that stays with one worker."""
+
+    def __init__(self, http: httpx.Client, worker_pid: int) -> None:
+        self.http = http
+        self.worker_pid = worker_pid
+        self.lock = threading.Lock()
+
+
+class RoutingClient:
+    """Send requests to chosen workers over pinned connections, recording every op."""
+
+    def __init__(
+        self,
+        base_url: str,
+        recorder: HistoryRecorder,
+        *,
+        token_for: Callable[[str], str],
+        virtual_ns: Callable[[], int] = time.time_ns,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.base_url = base_url
+        self.recorder = recorder
+        self._token_for = token_for
+        self._virtual_ns = virtual_ns
+        self._timeout_s = timeout_s
+        self._connections: list[_PinnedConnection] = []
+        self._accepting: dict[str, int] = {}
+        self._round_robin = itertools.count()
+        self._process_ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # Connections
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [connection.worker_pid for connection in self._connections]
+
+    def pin_workers(
+        self,
+        expected: int,
+        *,
+        probe_path: str = "/healthz",
+        max_connections: int = MAX_PIN_CONNECTIONS,
+        timeout_s: float = 30.0,
+        is_alive: Callable[[], None] | None = None,
+    ) -> list[int]:
+        """Open connections until one is pinned to each of ``expected`` workers.
+
+        Returns the workers' pids, index order. Raises RoutingError when
+        ``max_connections`` connections or ``timeout_s`` seconds did not reach them all;
+        ``is_alive`` is called between attempts and may raise to stop early.
+        """
+        pinned: dict[int, httpx.Client] = {}
+        deadline = time.monotonic() + timeout_s
+        attempts = 0
+        while len(pinned) < expected:
+            if attempts >= max_connections or time.monotonic() >= deadline:
+                for http in pinned.values():
+                    http.close()
+                raise RoutingError(
+                    f"reached {len(pinned)} of {expected} workers after {attempts} "
+                    f"connections in {timeout_s:.0f} s; every worker must answer "
+                    f"{probe_path} with an {WORKER_HEADER} header"
+                )
+            attempts += 1
+            if is_alive is not None:
+                is_alive()
+            http = self._new_http()
+            try:
+                response = http.get(probe_path)
+                worker_pid = int(response.headers[WORKER_HEADER])
+            except (httpx.HTTPError, KeyError, ValueError) as error:
+                log.debug("probe %d of %d found no worker: %s", attempts, max_connections, error)
+                http.close()
+                time.sleep(0.02)
+                continue
+            if worker_pid in pinned:
+                http.close()
+            else:
+                pinned[worker_pid] = http
+
+        self._connections = [_PinnedConnection(pinned[pid], pid) for pid in sorted(pinned)]
+        log.info("pinned one connection to each of %d workers after %d connections: pids %s",
+                 expected, attempts, self.worker_pids)
+        return self.worker_pids
+
+    def close(self) -> None:
+        for connection in self._connections:
+            connection.http.close()
+        self._connections = []
+
+    def new_process(self) -> int:
+        """Return a fresh logical client id for the history."""
+        return next(self._process_ids)
+
+    def accepting_worker(self, scan_id: str) -> int | None:
+        return self._accepting.get(scan_id)
+
+    # Requests
+
+    def discover(self, user: str, *, route: RouteSpec = Route.NEXT, process: int = 0,
+                 scenario: str | None = None, **body: Any) -> Answer:
+        """Start a scan as ``user``; ``body`` holds the POST's optional fields."""
+        answer = self._send(Function.DISCOVER, "POST", f"{API_PREFIX}/discover", user,
+                            scan_id=None, route=route, process=process, scenario=scenario,
+                            body=body)
+        if answer.scan_id is not None and answer.worker is not None:
+            self._accepting[answer.scan_id] = answer.worker
+        return answer
+
+    def status(self, user: str, scan_id: str, *, route: RouteSpec = Route.NEXT,
+               process: int = 0, scenario: str | None = None) -> Answer:
+        return self._send(Function.STATUS, "GET", f"{API_PREFIX}/status/{scan_id}", user,
+                          scan_id=scan_id, route=route, process=process, scenario=scenario)
+
+    def results(self, user: str, scan_id: str, *, route: RouteSpec = Route.NEXT,
+                process: int = 0, scenario: str | None = None) -> Answer:
+        return self._send(Function.RESULTS, "GET", f"{API_PREFIX}/results/{scan_id}", user,
+                          scan_id=scan_id, route=route, process=process, scenario=scenario)
+
+    def resolve(self, route: RouteSpec, scan_id: str | None = None) -> int:
+        """Return the worker index that ``route`` names for ``scan_id``."""
+        count = self.worker_count
+        if count == 0:
+            raise RoutingError("no worker is pinned; call pin_workers() first")
+        if isinstance(route, int):
+            if not 0 <= route < count:
+                raise ValueError(f"worker {route} does not exist: workers are 0 to {count - 1}")
+            return route
+        if route is Route.NEXT:
+            return next(self._round_robin) % count
+        accepting = self._accepting.get(scan_id or "")
+        if accepting is None:
+            # A scan this client did not start (another user's id, a made-up id) has
+            # no accepting worker; fall back to round-robin.
+            return next(self._round_robin) % count
+        if route is Route.ACCEPTING:
+            return accepting
+        return (accepting + 1) % count
+
+    def _send(self, f: Function, method: str, path: str, user: str, *, scan_id: str | None,
+              route: RouteSpec, process: int, scenario: str | None,
+              body: dict[str, Any] | None = None) -> Answer:
+        worker = self.resolve(route, scan_id)
+        connection = self._connections[worker]
+        invoke = self.recorder.record(
+            type=OpType.INVOKE, f=f, process=process, user=user, scan_id=scan_id,
+            worker=worker, worker_pid=connection.worker_pid, scenario=scenario,
+            real_ns=self.recorder.real_ns(), virtual_ns=self._virtual_ns(),
+            value=body or None,
+        )
+        headers = {"Authorization": f"Bearer {self._token_for(user)}"}
+
+        with connection.lock:
+            try:
+                response = connection.http.request(method, path, headers=headers,
+                                                   json=body if method == "POST" else None)
+            except httpx.HTTPError as error:
+                return self._complete_unknown(invoke, f, worker, connection, error)
+
+        return self._complete(invoke, f, response, worker)
+
+    def _complete(self, invoke: Op, f: Function, response: httpx.Response,
+                  intended_worker: int) -> Answer:
+        body = _json_body(response)
+        worker_pid = _worker_pid(response)
+        worker = self._index_of(worker_pid)
+        if worker != intended_worker:
+            log.warning("op %d was routed to worker %d but served by %s (pid %s)",
+                        invoke.index, intended_worker, worker, worker_pid)
+
+        status_code = response.status_code
+        if 200 <= status_code < 300:
+            op_type = OpType.OK
+        elif status_code >= 500 and f is Function.DISCOVER:
+            op_type = OpType.INFO  # the scan may have started before the error
+        else:
+            op_type = OpType.FAIL
+
+        scan_id = invoke.scan_id
+        if f is Function.DISCOVER and body is not None and op_type is OpType.OK:
+            scan_id = body.get("scan_id") if isinstance(body.get("scan_id"), str) else None
+
+        op = self.recorder.record(
+            type=op_type, f=f, process=invoke.process, user=invoke.user, scan_id=scan_id,
+            worker=worker, worker_pid=worker_pid, scenario=invoke.scenario,
+            real_ns=self.recorder.real_ns(), virtual_ns=self._virtual_ns(),
+            invoke_index=invoke.index, http_status=status_code,
+            value=summarize(f, status_code, body),
+            error=None if body is not None or status_code < 300 else response.text[:200],
+        )
+        return Answer(status_code, body, worker, op)
+
+    def _complete_unknown(self, invoke: Op, f: Function, worker: int,
+                          connection: _PinnedConnection, error: Exception) -> Answer:
+        log.warning("op %d to worker %d (pid %d) ended without an answer: %s",
+                    invoke.index, worker, connection.worker_pid, error)
+        op = self.recorder.record(
+            type=OpType.INFO, f=f, process=invoke.process, user=invoke.user,
+            scan_id=invoke.scan_id, worker=worker, worker_pid=connection.worker_pid,
+            scenario=invoke.scenario, real_ns=self.recorder.real_ns(),
+            virtual_ns=self._virtual_ns(), invoke_index=invoke.index,
+            error=f"{type(error).__name__}: {error}",
+        )
+        return Answer(None, None, worker, op)
+
+    def _index_of(self, worker_pid: int | None) -> int | None:
+        for index, connection in enumerate(self._connections):
+            if connection.worker_pid == worker_pid:
+                return index
+        return None
+
+    def _new_http(self) -> httpx.Client:
+        # One connection per client, never expired by the client's own timer: an idle
+        # connection that reconnects would land on a random worker.
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
+                              keepalive_expiry=None)
+        return httpx.Client(base_url=self.base_url, limits=limits, timeout=self._timeout_s,
+                            trust_env=False)
+
+
+def summarize(f: Function, status_code: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Reduce an answer's body to the fields the checker reads."""
+    if body is None:
+        return None
+    if f is Function.DISCOVER:
+        if status_code != 200:
+            return None
+        return {"scan_id": body.get("scan_id"), "total_strategies": body.get("total_strategies")}
+
+    value: dict[str, Any] = {"status": body.get("status")}
+    if f is Function.RESULTS and status_code == 200:
+        entries = body.get("results")
+        if isinstance(entries, list):
+            value["strategy_ids"] = [entry.get("strategy_id") for entry in entries
+                                     if isinstance(entry, dict)]
+        return value
+    if status_code not in (200, 202):
+        return None
+    progress = body.get("progress")
+    if isinstance(progress, dict):
+        value["strategies_completed"] = progress.get("strategies_completed")
+        value["total_strategies"] = progress.get("total_strategies")
+    else:
+        value["progress"] = None
+    return value
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _worker_pid(response: httpx.Response) -> int | None:
+    try:
+        return int(response.headers[WORKER_HEADER])
+    except (KeyError, ValueError):
+        return None

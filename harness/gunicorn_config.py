@@ -1,0 +1,35 @@
+"""Gunicorn configuration that the cluster chains in front of every app it serves.
+
+Loaded with ``-c python:harness.gunicorn_config``. It only adds hooks; every other setting
+comes from the cluster's command line, so the app itself stays unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("harness.worker")
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Log each worker's pid and age as it boots, so logs can tie pids to slots."""
+    server.log.info("worker booted with pid %d (age %d)", worker.pid, worker.age)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Mark the worker booted: its app has loaded, so it can take requests.
+
+    The cluster counts these markers (one file per pid in ``SCAN_HARNESS_READY_DIR``): a
+    worker process that exists but whose app failed to import never writes one.
+    """
+    ready_dir = os.environ.get("SCAN_HARNESS_READY_DIR")
+    if ready_dir:
+        Path(ready_dir, str(worker.pid)).touch()
+
+
+def worker_abort(worker: Any) -> None:
+    """Log a worker that gunicorn aborts on its timeout: a hung worker, not a crash."""
+    worker.log.critical("worker %d aborted after the worker timeout", worker.pid)

@@ -1,0 +1,306 @@
+"""The run: one store, one cluster, the scenarios, one history, one verdict.
+
+``execute(config)`` is the main job of ``scan-harness run``. It makes a run directory,
+starts the store and the cluster, pins a connection to every worker, runs each scenario
+in turn under the run's wall-clock cap, closes the history, judges it, writes the
+summary and the JUnit report, and stops every process it started, whatever happened.
+
+A scenario's verdict is the checker's verdict on the scenario's own ops for the
+invariants the scenario declares. The run's verdict is the checker's verdict on the
+whole history for every invariant. Exit codes: 0 pass, 1 an invariant was violated,
+3 the harness could not run, 4 inconclusive (not every worker could be reached, or no
+invariant had data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.checker import CheckResult, Verdict, check
+from harness.client import RoutingClient, RoutingError
+from harness.cluster import Cluster, ClusterConfig
+from harness.history import History, HistoryRecorder, RunRecord
+from harness.processes import StartError
+from harness.report import write_reports
+from harness.scenario import Scenario, ScenarioAborted, ScenarioContext, select
+from harness.store import Store, make_store
+from service_under_test.auth import mint_token
+from service_under_test.faults import UnknownFaultError, parse_fault_names
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_DIR = Path(".harness-runs")
+
+
+class ExitCode:
+    """Process exit codes, ranked 3 over 1 over 2 over 4 when several apply."""
+
+    PASS = 0
+    VIOLATION = 1
+    THRESHOLD = 2
+    HARNESS_ERROR = 3
+    INCONCLUSIVE = 4
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the harness; raised so that every process of the run is stopped."""
+
+
+class ConfigError(ValueError):
+    """Bad input to a run: the message names the value and the fix."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run can be told; the defaults are the main job."""
+
+    seed: int | None = None
+    workers: int = 4
+    worker_class: str = "uvicorn"
+    store: str = "fakeredis"
+    faults: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
+    out: Path | None = None
+    max_seconds: float = 300.0
+    retention_s: float = 600.0
+    stale_s: float = 30.0
+    deadline_s: float = 60.0
+    strategy_duration_s: float = 0.07
+    scan_timeout_s: float = 10.0
+
+
+@dataclass
+class ScenarioOutcome:
+    """One scenario's part of a run."""
+
+    name: str
+    invariants: tuple[str, ...]
+    verdict: Verdict
+    result: CheckResult | None
+    duration_s: float
+    ops: int
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    """What ``execute`` returns: the verdict, where the files are, and the exit code."""
+
+    config: RunConfig
+    seed: int
+    run_dir: Path
+    exit_code: int
+    verdict: Verdict | None = None
+    result: CheckResult | None = None
+    scenarios: list[ScenarioOutcome] = field(default_factory=list)
+    history: History | None = None
+    error: str | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    worker_pids: list[int] = field(default_factory=list)
+
+
+def validate(config: RunConfig) -> list[Scenario]:
+    """Check the config before anything starts; raise ConfigError naming the bad value."""
+    try:
+        parse_fault_names(config.faults)
+    except UnknownFaultError as error:
+        raise ConfigError(f"{error}; scan-harness faults lists them") from error
+    try:
+        chosen = select(config.scenarios)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    try:
+        make_store(config.store, key_prefix="")
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if config.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {config.workers}")
+    if config.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be positive, got {config.max_seconds}")
+    return chosen
+
+
+def make_run_dir(out: Path | None, seed: int) -> Path:
+    """Create the run directory: ``out`` as given, or a new one under .harness-runs/."""
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = DEFAULT_RUNS_DIR / f"{stamp}-{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def service_environment(config: RunConfig, store: Store, secret: str, seed: int) -> dict[str, str]:
+    """Return the environment that configures the reference service's workers."""
+    return {
+        "SCAN_SERVICE_REDIS_URL": store.url,
+        "SCAN_SERVICE_KEY_PREFIX": store.key_prefix,
+        "SCAN_SERVICE_TOKEN_SECRET": secret,
+        "SCAN_SERVICE_FAULTS": ",".join(config.faults),
+        "SCAN_SERVICE_SEED": str(seed),
+        "SCAN_SERVICE_STRATEGY_DURATION_S": str(config.strategy_duration_s),
+        "SCAN_SERVICE_RETENTION_S": str(config.retention_s),
+        "SCAN_SERVICE_STALE_S": str(config.stale_s),
+    }
+
+
+@contextlib.contextmanager
+def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
+                    secret: str, *, port: int = 0) -> Iterator[tuple[Store, Cluster]]:
+    """Start the store and the cluster, and stop both on the way out, in any case."""
+    store = make_store(config.store, key_prefix=f"scan-harness:{run_id}:")
+    cluster: Cluster | None = None
+    try:
+        store.start(run_dir)
+        cluster = Cluster(
+            ClusterConfig(workers=config.workers, worker_class=config.worker_class,  # type: ignore[arg-type]
+                          port=port, env=service_environment(config, store, secret, seed)),
+            run_dir,
+        )
+        cluster.start()
+        yield store, cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        store.stop()
+
+
+def execute(config: RunConfig, *, progress: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run the scenarios against a fresh cluster and judge the history."""
+    say = progress or (lambda message: None)
+    chosen = validate(config)
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(10**6)
+    run_dir = make_run_dir(config.out, seed)
+    outcome = RunOutcome(config, seed, run_dir, ExitCode.HARNESS_ERROR)
+    started = time.monotonic()
+    deadline = started + config.max_seconds
+
+    run_id = f"{datetime.datetime.now().strftime('%Y%m%d%H%M%S')}-{seed}-{secrets.token_hex(3)}"
+    secret = secrets.token_hex(16)
+    record = RunRecord(
+        seed=seed, faults=tuple(config.faults), store=config.store, workers=config.workers,
+        worker_class=config.worker_class, retention_s=config.retention_s,
+        stale_s=config.stale_s, deadline_s=config.deadline_s, run_id=run_id,
+        key_prefix=f"scan-harness:{run_id}:",
+        started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    recorder = HistoryRecorder(record, run_dir / "history.jsonl")
+    outcome.history = recorder.history
+
+    with _logging_to(run_dir / "harness.log"):
+        try:
+            return _run(config, chosen, outcome, recorder, run_id, secret, started, deadline,
+                        say)
+        except (KeyboardInterrupt, Terminated) as interrupt:
+            outcome.error = f"interrupted by {interrupt.__class__.__name__}"
+            _finish(outcome, recorder, started)
+            raise
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """Send the harness's log records to ``path`` for the duration of a run."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("harness")
+    previous_level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+        handler.close()
+
+
+def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
+         recorder: HistoryRecorder, run_id: str, secret: str, started: float,
+         deadline: float, say: Callable[[str], None]) -> RunOutcome:
+    seed = outcome.seed
+    run_dir = outcome.run_dir
+    try:
+        say(f"starting the {config.store} store and {config.workers} "
+            f"{config.worker_class} workers")
+        with running_cluster(config, run_dir, seed, run_id, secret) as (_, cluster):
+            client = RoutingClient(cluster.base_url, recorder,
+                                   token_for=lambda user: mint_token(secret, user))
+            try:
+                outcome.worker_pids = client.pin_workers(config.workers,
+                                                         is_alive=cluster.check_alive)
+                outcome.timings_s["ready"] = time.monotonic() - started
+                say(f"cluster ready at {cluster.base_url} in "
+                    f"{outcome.timings_s['ready']:.2f} s; workers (pid): "
+                    + ", ".join(f"{index} ({pid})"
+                                for index, pid in enumerate(outcome.worker_pids)))
+                for chosen_scenario in chosen:
+                    outcome.scenarios.append(
+                        _run_scenario(chosen_scenario, client, config, seed, deadline, say))
+            finally:
+                client.close()
+    except RoutingError as error:
+        outcome.error = f"not every worker could be reached: {error}"
+        outcome.exit_code = ExitCode.INCONCLUSIVE
+        return _finish(outcome, recorder, started)
+    except StartError as error:
+        outcome.error = str(error)
+        outcome.exit_code = ExitCode.HARNESS_ERROR
+        return _finish(outcome, recorder, started)
+
+    return _judge(outcome, recorder, chosen, started)
+
+
+def _run_scenario(chosen: Scenario, client: RoutingClient, config: RunConfig, seed: int,
+                  deadline: float, say: Callable[[str], None]) -> ScenarioOutcome:
+    say(f"scenario {chosen.name}: {chosen.summary}")
+    context = ScenarioContext(
+        name=chosen.name, client=client, rng=random.Random(f"{seed}:{chosen.name}"),
+        deadline=deadline, scan_timeout_s=config.scan_timeout_s,
+        process=client.new_process(),
+    )
+    started = time.monotonic()
+    error = None
+    try:
+        chosen.run(context)
+    except ScenarioAborted as aborted:
+        error = str(aborted)
+        log.warning("scenario %s stopped early: %s", chosen.name, aborted)
+    return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None,
+                           time.monotonic() - started, 0, error, context.notes)
+
+
+def _judge(outcome: RunOutcome, recorder: HistoryRecorder, chosen: list[Scenario],
+           started: float) -> RunOutcome:
+    history = recorder.history
+    checked = time.monotonic()
+    for scenario_outcome in outcome.scenarios:
+        ops = [op for op in history.ops if op.scenario == scenario_outcome.name]
+        scenario_outcome.ops = len(ops)
+        scenario_outcome.result = check(History(history.run, ops), scenario_outcome.invariants)
+        scenario_outcome.verdict = scenario_outcome.result.verdict
+    outcome.result = check(history)
+    outcome.verdict = outcome.result.verdict
+    outcome.timings_s["check"] = time.monotonic() - checked
+
+    if outcome.verdict is Verdict.FAIL:
+        outcome.exit_code = ExitCode.VIOLATION
+    elif outcome.verdict is Verdict.UNKNOWN:
+        outcome.exit_code = ExitCode.INCONCLUSIVE
+    else:
+        outcome.exit_code = ExitCode.PASS
+    return _finish(outcome, recorder, started)
+
+
+def _finish(outcome: RunOutcome, recorder: HistoryRecorder, started: float) -> RunOutcome:
+    recorder.close()
+    outcome.timings_s["total"] = time.monotonic() - started
+    write_reports(outcome)
+    return outcome

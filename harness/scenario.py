@@ -1,0 +1,178 @@
+"""Scenarios: scripted steps that drive scans through chosen workers.
+
+A scenario is a function that takes a ``ScenarioContext`` and issues requests through it:
+start a scan on worker 0, poll it from every other worker, fetch its results twice, read
+it as another user. It asserts nothing itself. Every request lands in the run's history,
+and the checker later judges the scenario's ops against the invariants the scenario
+declares, so a scenario states *what to try* and the invariants state *what must hold*.
+
+Scenarios live one per module in the ``scenarios`` package and register themselves with
+the ``scenario`` decorator::
+
+    @scenario("poll-every-worker", invariants=("known-scan-found", "progress-sane"))
+    def poll_every_worker(ctx: ScenarioContext) -> None:
+        \"\"\"Poll a scan from every worker: finds state kept in one worker's memory.\"\"\"
+        accepted = ctx.discover(route=0)
+        ctx.poll_until_terminal(accepted, route=Route.NEXT)
+
+The docstring's first line is what ``scan-harness scenarios`` prints. Every random choice
+a scenario makes comes from ``ctx.rng``, seeded by the run's seed and the scenario's
+name, so the same seed replays the same steps to the same workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.client import Answer, Route, RouteSpec, RoutingClient
+
+TERMINAL_STATES = frozenset({"complete", "failed"})
+
+
+class ScenarioAborted(RuntimeError):
+    """A scenario stopped before its last step: the run's time cap, or a step that
+    could not go on (no scan id came back). Its verdict is then judged on what it did."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A registered scenario: its name, what it checks and the function that runs it."""
+
+    name: str
+    invariants: tuple[str, ...]
+    run: Callable[[ScenarioContext], None]
+
+    @property
+    def summary(self) -> str:
+        doc = (self.run.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def scenario(name: str, *, invariants: tuple[str, ...]) -> Callable[
+        [Callable[[ScenarioContext], None]], Callable[[ScenarioContext], None]]:
+    """Register the decorated function as the scenario ``name``."""
+
+    def register(function: Callable[[ScenarioContext], None]) -> Callable[
+            [ScenarioContext], None]:
+        if name in _REGISTRY and _REGISTRY[name].run is not function:
+            raise ValueError(f"two scenarios are named {name!r}: "
+                             f"{_REGISTRY[name].run.__module__} and {function.__module__}")
+        _REGISTRY[name] = Scenario(name, invariants, function)
+        return function
+
+    return register
+
+
+def registry() -> dict[str, Scenario]:
+    """Return every scenario of the ``scenarios`` package, by name, in name order."""
+    import scenarios
+
+    for module in pkgutil.iter_modules(scenarios.__path__):
+        importlib.import_module(f"scenarios.{module.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def select(names: list[str] | tuple[str, ...] | None) -> list[Scenario]:
+    """Return the named scenarios, or all of them; an unknown name raises ValueError."""
+    known = registry()
+    if not names:
+        return list(known.values())
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario {unknown[0]!r}; known scenarios: "
+                         f"{', '.join(known)} (scan-harness scenarios lists them)")
+    return [known[name] for name in names]
+
+
+@dataclass
+class ScenarioContext:
+    """What a scenario's steps work with: the client, the workers, a seeded rng.
+
+    Requests go out as ``user`` unless a step names another user, and as one logical
+    client (``process``) per context. Every wait is bounded: by ``scan_timeout_s`` for a
+    scan to finish and by the run's ``deadline`` (a monotonic time) for the whole run.
+    """
+
+    name: str
+    client: RoutingClient
+    rng: random.Random
+    deadline: float
+    user: str = "alice"
+    other_user: str = "bob"
+    scan_timeout_s: float = 10.0
+    poll_interval_s: float = 0.03
+    process: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def workers(self) -> int:
+        return self.client.worker_count
+
+    def discover(self, *, route: RouteSpec = Route.NEXT, user: str | None = None,
+                 **body: Any) -> Answer:
+        """Start a scan; raise ScenarioAborted when no scan id came back."""
+        self._check_deadline()
+        answer = self.client.discover(user or self.user, route=route, process=self.process,
+                                      scenario=self.name, **body)
+        if answer.scan_id is None:
+            raise ScenarioAborted(f"POST /discover on worker {answer.worker} returned "
+                                  f"{answer.http_status} with no scan id")
+        return answer
+
+    def status(self, scan_id: str, *, route: RouteSpec = Route.NEXT,
+               user: str | None = None) -> Answer:
+        self._check_deadline()
+        return self.client.status(user or self.user, scan_id, route=route,
+                                  process=self.process, scenario=self.name)
+
+    def results(self, scan_id: str, *, route: RouteSpec = Route.NEXT,
+                user: str | None = None) -> Answer:
+        self._check_deadline()
+        return self.client.results(user or self.user, scan_id, route=route,
+                                   process=self.process, scenario=self.name)
+
+    def poll_until_terminal(self, scan_id: str, *, route: RouteSpec = Route.NEXT,
+                            user: str | None = None,
+                            until: Callable[[Answer], bool] | None = None) -> Answer | None:
+        """Poll the scan's status until it is terminal (or ``until`` holds).
+
+        Returns the answer that ended the wait, or None when ``scan_timeout_s`` passed
+        first: a scan that never finishes is for the checker to judge, not the scenario.
+        """
+        stop = until or (lambda answer: answer.status in TERMINAL_STATES)
+        deadline = min(time.monotonic() + self.scan_timeout_s, self.deadline)
+        while time.monotonic() < deadline:
+            answer = self.status(scan_id, route=route, user=user)
+            if stop(answer):
+                return answer
+            time.sleep(self.poll_interval_s)
+        self.notes.append(f"scan {scan_id} did not reach the awaited state within "
+                          f"{self.scan_timeout_s:.0f} s")
+        return None
+
+    def each_worker(self) -> range:
+        return range(self.workers)
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise ScenarioAborted("the run's time cap (--max-seconds) was reached")
+
+
+def progress_of(answer: Answer) -> int:
+    """Return the strategies completed that a status answer reports, or -1 without any."""
+    if answer.body is None:
+        return -1
+    progress = answer.body.get("progress")
+    if not isinstance(progress, dict):
+        return -1
+    completed = progress.get("strategies_completed")
+    return completed if isinstance(completed, int) else -1

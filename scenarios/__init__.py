@@ -1,0 +1,1 @@
+"""Built-in scenarios, one per module; ``harness.scenario.registry()`` finds them all."""
