@@ -1,0 +1,82 @@
+"""The main job end to end: real workers, a real store, every scenario, one verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.runner import ExitCode, RunConfig, execute
+
+pytestmark = pytest.mark.e2e
+
+# Each fault and an invariant that must catch it.
+EXPECTED_INVARIANT = {
+    "memory-only-lookup": "known-scan-found",
+    "late-placeholder": "known-scan-found",
+    "lookup-deleted-on-complete": "known-scan-found",
+    "no-progress-on-complete": "progress-sane",
+    "zero-total-placeholder": "progress-sane",
+    "racy-progress-counter": "complete-is-whole",
+    "stale-worker-snapshot": "monotonic-reads",
+    "shared-result-slot": "monotonic-reads",
+    "no-owner-check": "owner-isolation",
+    "worker-without-store": "known-scan-found",
+    "read-once-results": "results-after-complete",
+}
+
+
+def own_children() -> list[int]:
+    return [child.pid for child in psutil.Process().children(recursive=True)
+            if child.status() != psutil.STATUS_ZOMBIE]
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("store", ["fakeredis", "redis-server"])
+def test_correct_service_passes(store: str, tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=11, store=store, out=tmp_path / "run"))
+
+    summary = read_summary(outcome.run_dir)
+    assert outcome.exit_code == ExitCode.PASS, summary["violations"]
+    assert summary["verdict"] == "pass"
+    assert len(summary["scenarios"]) >= 6
+    assert all(scenario["verdict"] == "pass" for scenario in summary["scenarios"])
+    assert sorted(summary["counts"]["by_worker"]) == ["0", "1", "2", "3"]
+    assert own_children() == []
+
+
+@pytest.mark.parametrize("fault", sorted(EXPECTED_INVARIANT))
+def test_fault_is_caught(fault: str, tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=5, faults=(fault,), out=tmp_path / "run"))
+
+    summary = read_summary(outcome.run_dir)
+    caught_by = {violation["invariant"] for violation in summary["violations"]}
+    assert outcome.exit_code == ExitCode.VIOLATION
+    assert summary["verdict"] == "fail"
+    assert EXPECTED_INVARIANT[fault] in caught_by
+    assert own_children() == []
+
+
+def test_run_files_are_written(tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=3, scenarios=("results-twice",), out=tmp_path / "run"))
+
+    names = {path.name for path in outcome.run_dir.iterdir()}
+    assert {"history.jsonl", "summary.json", "junit.xml", "service.log",
+            "store.log", "harness.log"} <= names
+    assert outcome.exit_code == ExitCode.PASS
+
+
+def test_same_seed_same_workers(tmp_path: Path) -> None:
+    def routes(run: str) -> list[tuple[str, str, int | None]]:
+        outcome = execute(RunConfig(seed=42, scenarios=("results-twice", "follow-progress"),
+                                    out=tmp_path / run))
+        assert outcome.history is not None
+        return [(op.scenario or "", op.f.value, op.worker) for op in outcome.history.ops
+                if op.type.value == "invoke" and op.f.value != "status"]
+
+    assert routes("first") == routes("second")
