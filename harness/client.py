@@ -18,6 +18,11 @@ Every request becomes an invoke op and a completion op in the history (see
 ``harness.history``), with the worker that really served it, which the client reads from
 the answer rather than assuming.
 
+NOTE: when a pinned worker dies, the HTTP pool opens a new connection on the next request
+to its slot, and whichever worker accepts it answers. The op then records the worker that
+really served it (or no index, for a replacement worker), but the slot is not pinned
+again.
+
 Example::
 
     client = RoutingClient(cluster.base_url, recorder, token_for=tokens.mint)

@@ -109,6 +109,9 @@ class ScenarioContext:
     user: str = "alice"
     other_user: str = "bob"
     scan_timeout_s: float = 10.0
+    # Polling stops early when every answer for this long was not_found: a scan that
+    # is lost stays lost, and more of the same answers add nothing to the verdict.
+    lost_after_s: float = 1.5
     poll_interval_s: float = 0.03
     process: int = 0
     notes: list[str] = field(default_factory=list)
@@ -146,14 +149,22 @@ class ScenarioContext:
         """Poll the scan's status until it is terminal (or ``until`` holds).
 
         Returns the answer that ended the wait, or None when ``scan_timeout_s`` passed
-        first: a scan that never finishes is for the checker to judge, not the scenario.
+        first or the scan answered only not_found for ``lost_after_s``: a scan that never
+        finishes is for the checker to judge, not the scenario.
         """
         stop = until or (lambda answer: answer.status in TERMINAL_STATES)
         deadline = min(time.monotonic() + self.scan_timeout_s, self.deadline)
+        found_at = time.monotonic()
         while time.monotonic() < deadline:
             answer = self.status(scan_id, route=route, user=user)
             if stop(answer):
                 return answer
+            if answer.status != "not_found":
+                found_at = time.monotonic()
+            elif time.monotonic() - found_at >= self.lost_after_s:
+                self.notes.append(f"scan {scan_id} answered only not_found for "
+                                  f"{self.lost_after_s:.1f} s; stopped polling it")
+                return None
             time.sleep(self.poll_interval_s)
         self.notes.append(f"scan {scan_id} did not reach the awaited state within "
                           f"{self.scan_timeout_s:.0f} s")
