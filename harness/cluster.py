@@ -3,8 +3,8 @@
 A cluster runs ``gunicorn`` as a child process (the arbiter) with N workers on a free
 loopback port: ``uvicorn_worker.UvicornWorker`` for ASGI apps such as the reference scan
 service, ``gthread`` for WSGI apps. The app reads the store's URL and its other settings
-from the environment the cluster passes. Gunicorn's own log goes to ``service.log`` in
-the run directory, its access log to ``access.log``.
+from the environment the cluster passes. Gunicorn's log and the app's go to
+``service.log`` in the run directory, the access log to ``access.log``.
 
 The cluster is *running* when N workers have loaded the app (each marks itself booted
 from a gunicorn hook) and the port accepts connections; it is *ready* once the routing client has seen every worker answer (see
@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import psutil
 
@@ -98,6 +98,7 @@ class Cluster:
         self.port = config.port
         self._arbiter: ChildProcess | None = None
         self._ready_dir = run_dir / "workers-ready"
+        self._access_log: BinaryIO | None = None
 
     @property
     def base_url(self) -> str:
@@ -120,9 +121,10 @@ class Cluster:
         for marker in self._ready_dir.iterdir():
             marker.unlink()
         self.state = ClusterState.STARTING
+        self._access_log = (self.run_dir / "access.log").open("ab")
         self._arbiter = ChildProcess(
             "gunicorn", self._argv(), log_path=self.run_dir / "service.log",
-            env=self._environment(),
+            env=self._environment(), stdout=self._access_log.fileno(),
         )
         try:
             self._wait_running()
@@ -173,6 +175,9 @@ class Cluster:
     def _stop_arbiter(self) -> None:
         if self._arbiter is not None:
             self._arbiter.stop(timeout_s=self.config.graceful_timeout_s + 5)
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
 
     def _argv(self) -> list[str]:
         config = self.config
@@ -187,7 +192,6 @@ class Cluster:
             "--timeout", str(config.worker_timeout_s),
             "--graceful-timeout", str(config.graceful_timeout_s),
             "--config", "python:harness.gunicorn_config",
-            "--access-logfile", str(self.run_dir / "access.log"),
             "--error-logfile", "-",
             "--log-level", "info",
         ]

@@ -33,3 +33,19 @@ def post_worker_init(worker: Any) -> None:
 def worker_abort(worker: Any) -> None:
     """Log a worker that gunicorn aborts on its timeout: a hung worker, not a crash."""
     worker.log.critical("worker %d aborted after the worker timeout", worker.pid)
+
+
+
+# gunicorn's --log-level reaches only its own loggers. This sends the app's records at
+# INFO and above, with gunicorn's own, to stderr (the cluster's service.log), and the
+# access log to stdout (access.log); neither propagates, so no line is written twice.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["error_console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "uvicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+}
