@@ -73,7 +73,7 @@ class RoutingError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What one request came back with, and the completion op that recorded it."""
+    """The outcome of one request: status code, parsed body, serving worker and completion op."""
 
     http_status: int | None
     body: dict[str, Any] | None
@@ -200,7 +200,7 @@ class RoutingClient:
 
     def discover(self, user: str, *, route: RouteSpec = Route.NEXT, process: int = 0,
                  scenario: str | None = None, **body: Any) -> Answer:
-        """Start a scan as ``user``; ``body`` holds the POST's optional fields."""
+        """Start a scan as ``user``, with ``body`` as the POST's optional fields."""
         answer = self._send(Function.DISCOVER, "POST", f"{API_PREFIX}/discover", user,
                             scan_id=None, route=route, process=process, scenario=scenario,
                             body=body)

@@ -7,8 +7,9 @@ from the environment the cluster passes. Gunicorn's log and the app's go to
 ``service.log`` in the run directory, the access log to ``access.log``.
 
 The cluster is *running* when N workers have loaded the app (each marks itself booted
-from a gunicorn hook) and the port accepts connections; it is *ready* once the routing client has seen every worker answer (see
-``harness.client``), which is the only proof that requests can reach each worker.
+from a gunicorn hook) and the port accepts connections. It is *ready* once the routing
+client has seen every worker answer (see ``harness.client``), which is the only proof
+that requests can reach each worker.
 
 Example::
 
@@ -49,7 +50,7 @@ REFERENCE_APP = "service_under_test.app:create_app()"
 
 
 class ClusterState(Enum):
-    """Where a cluster is in its life."""
+    """Lifecycle state of a cluster."""
 
     CREATED = "created"  # configured, no process started yet
     STARTING = "starting"  # the arbiter runs; not every worker is up yet

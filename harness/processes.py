@@ -2,9 +2,9 @@
 
 Every server of a run (the embedded store, a spawned ``redis-server``, the gunicorn
 arbiter and its workers) is started through ``ChildProcess``. Each child leads a process
-group of its own, so that stopping it reaches the processes it forked (gunicorn's
-workers) and nothing else, and so that a Ctrl-C typed at the terminal reaches only the
-harness, which then stops its children in order. Each child also asks the kernel to
+group of its own, so stopping it reaches the processes it forked (gunicorn's workers)
+and nothing else. A Ctrl-C typed at the terminal therefore reaches only the harness,
+which then stops its children in order. Each child also asks the kernel to
 kill it if the harness dies without cleaning up (``PR_SET_PDEATHSIG``).
 
 Stopping sends SIGTERM to the group, waits on the real monotonic clock, then sends
@@ -13,6 +13,7 @@ SIGKILL to whatever is left of the group.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -31,7 +32,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class StartError(RuntimeError):
-    """A process of the run could not be started; the message says why and what to do."""
+    """A process of the run failed to start. The message names the cause and the fix."""
 
 
 def _die_with_parent() -> None:
@@ -131,10 +132,8 @@ class ChildProcess:
             self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
 
 def wait_until(

@@ -95,7 +95,7 @@ def select(names: list[str] | tuple[str, ...] | None) -> list[Scenario]:
 
 @dataclass
 class ScenarioContext:
-    """What a scenario's steps work with: the client, the workers, a seeded rng.
+    """The state a scenario's steps share: the client, the workers, a seeded rng.
 
     Requests go out as ``user`` unless a step names another user, and as one logical
     client (``process``) per context. Every wait is bounded: by ``scan_timeout_s`` for a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.client import Answer, Route
 from harness.scenario import ScenarioContext, progress_of, scenario
 
-FILTERS = {"strategy_ids": None, "symbols": ["BTC-USD", "ETH-USD"]}
+SYMBOLS = ["BTC-USD", "ETH-USD"]
 
 
 @scenario(
@@ -22,15 +22,14 @@ def same_filters(ctx: ScenarioContext) -> None:
     and filters lets the second scan reset the first one's progress and replace its
     results.
     """
-    body = {"symbols": FILTERS["symbols"]}
-    first = ctx.discover(route=0, **body)
+    first = ctx.discover(route=0, symbols=SYMBOLS)
     assert first.scan_id is not None
 
     def has_progress(answer: Answer) -> bool:
         return progress_of(answer) >= 2 or answer.status in ("complete", "failed")
 
     ctx.poll_until_terminal(first.scan_id, route=Route.ACCEPTING, until=has_progress)
-    second = ctx.discover(route=1 % ctx.workers, **body)
+    second = ctx.discover(route=1 % ctx.workers, symbols=SYMBOLS)
     assert second.scan_id is not None
 
     for scan_id in (first.scan_id, second.scan_id):

@@ -147,7 +147,8 @@ def test_pinning_gives_up_with_message(cluster: Cluster) -> None:
 
 
 def test_worker_out_of_range_is_rejected(client: RoutingClient) -> None:
-    with pytest.raises(ValueError, match=f"worker 7 does not exist: workers are 0 to {WORKERS - 1}"):
+    message = f"worker 7 does not exist: workers are 0 to {WORKERS - 1}"
+    with pytest.raises(ValueError, match=message):
         client.resolve(7)
 
 

@@ -74,7 +74,7 @@ def test_external_store_deletes_only_own_keys(run_dir: Path) -> None:
 def test_external_store_without_server_fails(run_dir: Path) -> None:
     store = ExternalStore(external_url="redis://127.0.0.1:1/0", key_prefix="x:")
 
-    with pytest.raises(StartError, match="no Redis answered PING at redis://127.0.0.1:1/0"):
+    with pytest.raises(StartError, match=r"no Redis answered PING at redis://127\.0\.0\.1:1/0"):
         store.start(run_dir)
 
 
