@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 
 from harness.history import Function, HistoryRecorder, Op, OpType
+from harness.worker_hooks import CLOCK_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Answer:
     body: dict[str, Any] | None
     worker: int | None
     op: Op
+    invoke: Op
 
     @property
     def scan_id(self) -> str | None:
@@ -184,10 +186,42 @@ class RoutingClient:
                  expected, attempts, self.worker_pids)
         return self.worker_pids
 
+    def sync_clock(self, seq: int, *, probe_path: str = "/healthz",
+                   timeout_s: float = 10.0) -> None:
+        """Send one unrecorded request through each pinned connection until every worker
+        reports clock state ``seq`` (or later) in ``X-Harness-Clock-Seq``.
+
+        Raises RoutingError naming the workers that did not take it within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        pending = list(range(len(self._connections)))
+        while pending:
+            for index in list(pending):
+                connection = self._connections[index]
+                try:
+                    with connection.lock:
+                        response = connection.http.get(probe_path)
+                    applied = int(response.headers.get(CLOCK_SEQ_HEADER, "-1"))
+                except (httpx.HTTPError, ValueError) as error:
+                    log.debug("clock sync of worker %d failed: %s", index, error)
+                    continue
+                if applied >= seq:
+                    pending.remove(index)
+            if pending and time.monotonic() >= deadline:
+                raise RoutingError(f"workers {pending} did not take clock state {seq} within "
+                                   f"{timeout_s:.0f} s; do they run the cluster's gunicorn "
+                                   "config (harness.gunicorn_config)?")
+            if pending:
+                time.sleep(0.01)
+
     def close(self) -> None:
         for connection in self._connections:
             connection.http.close()
         self._connections = []
+
+    def set_virtual_clock(self, virtual_ns: Callable[[], int]) -> None:
+        """Read the virtual time of each op from ``virtual_ns`` from now on."""
+        self._virtual_ns = virtual_ns
 
     def new_process(self) -> int:
         """Return a fresh logical client id for the history."""
@@ -289,7 +323,7 @@ class RoutingClient:
             value=summarize(f, status_code, body),
             error=None if body is not None or status_code < 300 else response.text[:200],
         )
-        return Answer(status_code, body, worker, op)
+        return Answer(status_code, body, worker, op, invoke)
 
     def _complete_unknown(self, invoke: Op, f: Function, worker: int,
                           connection: _PinnedConnection, error: Exception) -> Answer:
@@ -302,7 +336,7 @@ class RoutingClient:
             virtual_ns=self._virtual_ns(), invoke_index=invoke.index,
             error=f"{type(error).__name__}: {error}",
         )
-        return Answer(None, None, worker, op)
+        return Answer(None, None, worker, op, invoke)
 
     def _index_of(self, worker_pid: int | None) -> int | None:
         for index, connection in enumerate(self._connections):

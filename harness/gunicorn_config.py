@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness import worker_hooks
+
 log = logging.getLogger("harness.worker")
 
 
@@ -20,11 +22,12 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Mark the worker booted: its app has loaded, so it can take requests.
+    """Make the worker follow the virtual clock, then mark it booted.
 
     The cluster counts these markers (one file per pid in ``SCAN_HARNESS_READY_DIR``): a
     worker process that exists but whose app failed to import never writes one.
     """
+    worker_hooks.install(worker)
     ready_dir = os.environ.get("SCAN_HARNESS_READY_DIR")
     if ready_dir:
         Path(ready_dir, str(worker.pid)).touch()

@@ -24,6 +24,9 @@ Example, one poll that found a running scan::
      "http_status": 200, "value": {"status": "scanning", "strategies_completed": 3,
      "total_strategies": 14}, "worker": 2, "worker_pid": 4242, ...}
 
+Moves of the virtual clock are recorded between the ops as ``clock`` records (see
+``ClockMove``), so reports can show when virtual time jumped.
+
 The checker reads only this file, never the service.
 """
 
@@ -137,12 +140,45 @@ class Op:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class ClockMove:
+    """A move of the virtual clock, recorded once every follower had taken it.
+
+    ``action`` is ``freeze``, ``tick``, ``advance`` or ``move``; ``from_virtual_ns`` and
+    ``to_virtual_ns`` are the virtual times just before and just after the move.
+    ``simulates_dead_worker`` marks a forward move longer than the staleness bound that a
+    step made on purpose, while scans were open.
+    """
+
+    index: int
+    action: str
+    real_ns: int
+    from_virtual_ns: int
+    to_virtual_ns: int
+    frozen: bool
+    seq: int
+    simulates_dead_worker: bool = False
+    scenario: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "clock", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClockMove:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
 @dataclass(slots=True)
 class History:
-    """A run record and its ops, in the order they were written."""
+    """A run record, its ops and its clock moves, each in the order they were written.
+
+    Ops and clock moves share one index sequence, so an index names one line of the file.
+    """
 
     run: RunRecord
     ops: list[Op] = field(default_factory=list)
+    clock_moves: list[ClockMove] = field(default_factory=list)
 
     def pairs(self) -> Iterator[tuple[Op, Op | None]]:
         """Yield each invoke with its completion, or None when it never completed."""
@@ -162,11 +198,22 @@ class HistoryRecorder:
     def __init__(self, run: RunRecord, path: Path | None = None) -> None:
         self.history = History(run)
         self._lock = threading.Lock()
+        self._next_index = 0
         self._start_ns = time.monotonic_ns()
         self._file: IO[str] | None = None
         if path is not None:
             self._file = path.open("w", encoding="utf-8")
             self._write_line(run.to_json())
+
+    @property
+    def origin_ns(self) -> int:
+        """The ``time.monotonic_ns()`` reading at which the history began.
+
+        Another process on the same machine computes comparable ``real_ns`` as
+        ``time.monotonic_ns() - origin_ns``, because CLOCK_MONOTONIC is shared by every
+        process of one machine.
+        """
+        return self._start_ns
 
     def real_ns(self) -> int:
         """Return the harness's monotonic time since the history began."""
@@ -175,11 +222,22 @@ class HistoryRecorder:
     def record(self, **fields: Any) -> Op:
         """Append one op built from ``fields`` and return it with its index."""
         with self._lock:
-            op = Op(index=len(self.history.ops), **fields)
+            op = Op(index=self._next_index, **fields)
+            self._next_index += 1
             self.history.ops.append(op)
             if self._file is not None:
                 self._write_line(op.to_json())
             return op
+
+    def record_clock_move(self, **fields: Any) -> ClockMove:
+        """Append one clock move built from ``fields`` and return it with its index."""
+        with self._lock:
+            move = ClockMove(index=self._next_index, real_ns=self.real_ns(), **fields)
+            self._next_index += 1
+            self.history.clock_moves.append(move)
+            if self._file is not None:
+                self._write_line(move.to_json())
+            return move
 
     def close(self) -> None:
         with self._lock:
@@ -207,7 +265,11 @@ def read_history(path: Path) -> History:
     run = _parse_run(path, lines[0])
     history = History(run)
     for number, line in enumerate(lines[1:], start=2):
-        history.ops.append(_parse_op(path, number, line))
+        data = _parse_json(path, number, line)
+        if data.get("kind") == "clock":
+            history.clock_moves.append(_parse_record(ClockMove, path, number, data))
+        else:
+            history.ops.append(_parse_op(path, number, data))
     return history
 
 
@@ -224,10 +286,18 @@ def _parse_run(path: Path, line: str) -> RunRecord:
         raise HistoryError(f"{path}:1: invalid run record: {error}") from error
 
 
-def _parse_op(path: Path, number: int, line: str) -> Op:
-    data = _parse_json(path, number, line)
+def _parse_record(kind: type[ClockMove], path: Path, number: int,
+                  data: dict[str, Any]) -> ClockMove:
+    try:
+        return kind.from_json(data)
+    except TypeError as error:
+        raise HistoryError(f"{path}:{number}: invalid {data.get('kind')} record: {error}") from error
+
+
+def _parse_op(path: Path, number: int, data: dict[str, Any]) -> Op:
     if data.get("kind") != "op":
-        raise HistoryError(f"{path}:{number}: expected kind 'op', found {data.get('kind')!r}")
+        raise HistoryError(f"{path}:{number}: expected kind 'op' or 'clock', "
+                           f"found {data.get('kind')!r}")
     try:
         return Op.from_json(data)
     except KeyError as error:

@@ -96,11 +96,15 @@ class ChildProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def group_pids(self) -> list[int]:
-        """Return the pids of every live process in this child's process group."""
+        """Return the pids of every live process in this child's process group.
+
+        Zombies are left out: they have exited and only wait for their parent to reap them.
+        """
         pids = []
-        for process in psutil.process_iter(["pid"]):
+        for process in psutil.process_iter(["pid", "status"]):
             try:
-                if os.getpgid(process.pid) == self.pid:
+                if (os.getpgid(process.pid) == self.pid
+                        and process.info["status"] != psutil.STATUS_ZOMBIE):
                     pids.append(process.pid)
             except (ProcessLookupError, PermissionError):
                 continue
@@ -124,12 +128,15 @@ class ChildProcess:
             self._log_file.close()
 
     def _reap_group(self, timeout_s: float) -> None:
-        """Wait for the group's other members (forked workers) to exit, then kill them."""
-        deadline = time.monotonic() + timeout_s
-        while self.group_pids() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.group_pids():
-            self._signal_group(signal.SIGKILL)
+        """Wait for the group's other members (forked workers) to exit, then kill them.
+
+        SIGKILL is delivered asynchronously, so the group is waited for once more after it.
+        """
+        if wait_until(lambda: not self.group_pids(), timeout_s=timeout_s, interval_s=0.05):
+            return
+        self._signal_group(signal.SIGKILL)
+        if not wait_until(lambda: not self.group_pids(), timeout_s=timeout_s, interval_s=0.01):
+            log.error("processes %s of %s's group survived SIGKILL", self.group_pids(), self.name)
 
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):

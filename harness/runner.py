@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.checker import CheckResult, Verdict, check
+from harness.checker import INVARIANTS, CheckResult, Verdict, check
+from harness.clock import ClockError, VirtualClock
+from harness.clock_follower import DRIVERS
+from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, ClockState, write_state
 from harness.client import RoutingClient, RoutingError
 from harness.cluster import Cluster, ClusterConfig
 from harness.history import History, HistoryRecorder, RunRecord
@@ -75,6 +78,7 @@ class RunConfig:
     deadline_s: float = 60.0
     strategy_duration_s: float = 0.07
     scan_timeout_s: float = 10.0
+    clock_driver: str = "time-machine"
 
 
 @dataclass
@@ -118,12 +122,20 @@ def validate(config: RunConfig) -> list[Scenario]:
         chosen = select(config.scenarios)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    for scenario in chosen:
+        unknown = [name for name in scenario.invariants if name not in INVARIANTS]
+        if unknown:
+            raise ConfigError(f"scenario {scenario.name!r} declares the unknown invariant "
+                              f"{unknown[0]!r}; known invariants: {', '.join(INVARIANTS)}")
     try:
         make_store(config.store, key_prefix="")
     except ValueError as error:
         raise ConfigError(str(error)) from error
     if config.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {config.workers}")
+    if config.clock_driver not in DRIVERS:
+        raise ConfigError(f"unknown clock driver {config.clock_driver!r}: use one of "
+                          f"{', '.join(DRIVERS)}")
     if config.max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be positive, got {config.max_seconds}")
     return chosen
@@ -138,9 +150,12 @@ def make_run_dir(out: Path | None, seed: int) -> Path:
     return out
 
 
-def service_environment(config: RunConfig, store: Store, secret: str, seed: int) -> dict[str, str]:
+def service_environment(config: RunConfig, store: Store, secret: str, seed: int,
+                        clock_file: Path) -> dict[str, str]:
     """Return the environment that configures the reference service's workers."""
     return {
+        CLOCK_FILE_ENV: str(clock_file),
+        CLOCK_DRIVER_ENV: config.clock_driver,
         "SCAN_SERVICE_REDIS_URL": store.url,
         "SCAN_SERVICE_KEY_PREFIX": store.key_prefix,
         "SCAN_SERVICE_TOKEN_SECRET": secret,
@@ -157,12 +172,15 @@ def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
                     secret: str, *, port: int = 0) -> Iterator[tuple[Store, Cluster]]:
     """Start the store and the cluster, and stop both on the way out, in any case."""
     store = make_store(config.store, key_prefix=f"scan-harness:{run_id}:")
+    clock_file = run_dir / "clock.json"
+    write_state(clock_file, ClockState())
     cluster: Cluster | None = None
     try:
-        store.start(run_dir)
+        store.start(run_dir, clock_file)
         cluster = Cluster(
             ClusterConfig(workers=config.workers, worker_class=config.worker_class,  # type: ignore[arg-type]
-                          port=port, env=service_environment(config, store, secret, seed)),
+                          port=port,
+                          env=service_environment(config, store, secret, seed, clock_file)),
             run_dir,
         )
         cluster.start()
@@ -230,9 +248,13 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     try:
         say(f"starting the {config.store} store and {config.workers} "
             f"{config.worker_class} workers")
-        with running_cluster(config, run_dir, seed, run_id, secret) as (_, cluster):
+        with running_cluster(config, run_dir, seed, run_id, secret) as (store, cluster):
+            clock_file = run_dir / "clock.json"
             client = RoutingClient(cluster.base_url, recorder,
                                    token_for=lambda user: mint_token(secret, user))
+            clock = VirtualClock(clock_file, stale_s=config.stale_s, store=store,
+                                 sync_workers=client.sync_clock, recorder=recorder)
+            client.set_virtual_clock(clock.now_ns)
             try:
                 outcome.worker_pids = client.pin_workers(config.workers,
                                                          is_alive=cluster.check_alive)
@@ -242,8 +264,8 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                     + ", ".join(f"{index} ({pid})"
                                 for index, pid in enumerate(outcome.worker_pids)))
                 for chosen_scenario in chosen:
-                    outcome.scenarios.append(
-                        _run_scenario(chosen_scenario, client, config, seed, deadline, say))
+                    outcome.scenarios.append(_run_scenario(chosen_scenario, client, clock,
+                                                           config, seed, deadline, say))
             finally:
                 client.close()
     except RoutingError as error:
@@ -258,21 +280,27 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     return _judge(outcome, recorder, chosen, started)
 
 
-def _run_scenario(chosen: Scenario, client: RoutingClient, config: RunConfig, seed: int,
-                  deadline: float, say: Callable[[str], None]) -> ScenarioOutcome:
+def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
+                  config: RunConfig, seed: int, deadline: float,
+                  say: Callable[[str], None]) -> ScenarioOutcome:
     say(f"scenario {chosen.name}: {chosen.summary}")
     context = ScenarioContext(
-        name=chosen.name, client=client, rng=random.Random(f"{seed}:{chosen.name}"),
-        deadline=deadline, scan_timeout_s=config.scan_timeout_s,
-        process=client.new_process(),
+        name=chosen.name, client=client, clock=clock,
+        rng=random.Random(f"{seed}:{chosen.name}"), deadline=deadline,
+        retention_s=config.retention_s, stale_s=config.stale_s,
+        scan_timeout_s=config.scan_timeout_s, process=client.new_process(),
     )
     started = time.monotonic()
     error = None
     try:
         chosen.run(context)
-    except ScenarioAborted as aborted:
+    except (ScenarioAborted, ClockError) as aborted:
         error = str(aborted)
         log.warning("scenario %s stopped early: %s", chosen.name, aborted)
+    finally:
+        # Every scenario starts on a ticking clock, wherever the last one left it.
+        if clock.state.frozen:
+            clock.tick(scenario=chosen.name)
     return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None,
                            time.monotonic() - started, 0, error, context.notes)
 

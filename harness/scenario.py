@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.client import Answer, Route, RouteSpec, RoutingClient
+from harness.clock import VirtualClock
 
 TERMINAL_STATES = frozenset({"complete", "failed"})
 
@@ -106,6 +107,9 @@ class ScenarioContext:
     client: RoutingClient
     rng: random.Random
     deadline: float
+    clock: VirtualClock | None = None
+    retention_s: float = 600.0
+    stale_s: float = 30.0
     user: str = "alice"
     other_user: str = "bob"
     scan_timeout_s: float = 10.0
@@ -170,8 +174,33 @@ class ScenarioContext:
                           f"{self.scan_timeout_s:.0f} s")
         return None
 
+    def freeze(self) -> None:
+        """Stand virtual time still, on every worker and the store."""
+        self._clock().freeze(scenario=self.name)
+
+    def tick(self) -> None:
+        """Let virtual time run at the real rate again."""
+        self._clock().tick(scenario=self.name)
+
+    def advance(self, seconds: float, *, simulates_dead_worker: bool = False) -> None:
+        """Jump virtual time ``seconds`` ahead, on every worker and the store."""
+        self._check_deadline()
+        self._clock().advance(seconds, simulates_dead_worker=simulates_dead_worker,
+                              scenario=self.name)
+
+    def move_to(self, at_s: float, *, simulates_dead_worker: bool = False) -> None:
+        """Jump virtual time to ``at_s`` seconds since the epoch."""
+        self._check_deadline()
+        self._clock().move_to(at_s, simulates_dead_worker=simulates_dead_worker,
+                              scenario=self.name)
+
     def each_worker(self) -> range:
         return range(self.workers)
+
+    def _clock(self) -> VirtualClock:
+        if self.clock is None:
+            raise ScenarioAborted("this scenario moves virtual time, but the run has no clock")
+        return self.clock
 
     def _check_deadline(self) -> None:
         if time.monotonic() >= self.deadline:

@@ -25,6 +25,9 @@ SHARED_RESULT_SLOT: Final = "shared-result-slot"
 NO_OWNER_CHECK: Final = "no-owner-check"
 WORKER_WITHOUT_STORE: Final = "worker-without-store"
 READ_ONCE_RESULTS: Final = "read-once-results"
+LOOKUP_TTL_SHORTER: Final = "lookup-ttl-shorter"
+RESULTS_TTL_SHORTER: Final = "results-ttl-shorter"
+PROGRESS_DROPS_TTL: Final = "progress-drops-ttl"
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,8 @@ class Fault:
     symptom: str
 
 
-# TODO: lookup-ttl-shorter, results-ttl-shorter, progress-drops-ttl,
-# orphaned-on-worker-death and store-error-as-not-found are not implemented yet, so
-# they are not registered and naming one fails at startup.
+# TODO: orphaned-on-worker-death and store-error-as-not-found are not implemented yet,
+# so they are not registered and naming one fails at startup.
 _CATALOGUE: Final = (
     Fault(
         MEMORY_ONLY_LOOKUP,
@@ -96,6 +98,22 @@ _CATALOGUE: Final = (
         READ_ONCE_RESULTS,
         mechanism="results are deleted on the first successful read",
         symptom="the second results request for a complete scan is 404",
+    ),
+    Fault(
+        LOOKUP_TTL_SHORTER,
+        mechanism="the lookup key's TTL is a tenth of the record's",
+        symptom="not_found and 404 while the scan's data still exists (needs virtual time)",
+    ),
+    Fault(
+        RESULTS_TTL_SHORTER,
+        mechanism="the results' TTL is a tenth of the status record's",
+        symptom="status complete, then results 404 (needs virtual time)",
+    ),
+    Fault(
+        PROGRESS_DROPS_TTL,
+        mechanism="progress writes re-set the record and lookup without a TTL, as a plain "
+        "SET does, and later refreshes only touch keys that still have one",
+        symptom="the scan never expires (needs virtual time)",
     ),
 )
 

@@ -12,6 +12,7 @@ StoreUnavailableError, which the app turns into a 503 response.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from service_under_test.models import (
 from service_under_test.retry import RetryPolicy, call_with_retry
 from service_under_test.scans import RunnerOptions, ScanJob, ScanRunner
 from service_under_test.settings import Settings
-from service_under_test.store import ScanSnapshot, ScanStatus, Store, open_store
+from service_under_test.store import KeyTtls, ScanSnapshot, ScanStatus, Store, open_store
 from service_under_test.strategies import plan_strategy
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class ScanService:
         # POST this worker serves. Until then, reads find no store and clients see
         # not_found and 404 from this worker.
         if not self.active_faults.active(faults.WORKER_WITHOUT_STORE):
-            self._store = open_store(self.settings)
+            self._store = open_store(self.settings, self._key_ttls())
 
     async def shutdown(self) -> None:
         """Cancel running scans, wait briefly for their terminal writes, then close the store."""
@@ -103,8 +104,25 @@ class ScanService:
 
     def _store_for_write(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.settings)
+            self._store = open_store(self.settings, self._key_ttls())
         return self._store
+
+    def _key_ttls(self) -> KeyTtls:
+        retention_ms = self.settings.retention_ms
+        ttls = KeyTtls.uniform(retention_ms)
+        # FAULT lookup-ttl-shorter: the lookup key expires after a tenth of the retention,
+        # so clients see not_found and 404 while the scan's record still exists.
+        if self.active_faults.active(faults.LOOKUP_TTL_SHORTER):
+            ttls = dataclasses.replace(ttls, lookup_ms=retention_ms // 10)
+        # FAULT results-ttl-shorter: the results expire after a tenth of the retention, so
+        # a scan reads complete while its results answer 404.
+        if self.active_faults.active(faults.RESULTS_TTL_SHORTER):
+            ttls = dataclasses.replace(ttls, results_ms=retention_ms // 10)
+        # FAULT progress-drops-ttl: progress writes remove the TTL of the record and its
+        # lookup, so the scan never expires.
+        if self.active_faults.active(faults.PROGRESS_DROPS_TTL):
+            ttls = dataclasses.replace(ttls, persist_on_progress=True)
+        return ttls
 
     async def start_scan(
         self, user: str, strategy_ids: Sequence[str], symbols: Sequence[str]

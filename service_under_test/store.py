@@ -106,6 +106,31 @@ class ScanKeys:
 
 
 @dataclass(frozen=True)
+class KeyTtls:
+    """The TTL each key of a scan gets, in ms, and whether progress drops some of them.
+
+    The correct service gives all four keys the retention. Faults shorten one of them or,
+    with ``persist_on_progress``, make progress writes remove the TTL of the record and
+    the lookup (as a plain SET does) while later refreshes only touch keys that still
+    have a TTL.
+    """
+
+    record_ms: int
+    done_ms: int
+    results_ms: int
+    lookup_ms: int
+    persist_on_progress: bool = False
+
+    @classmethod
+    def uniform(cls, ttl_ms: int) -> KeyTtls:
+        return cls(ttl_ms, ttl_ms, ttl_ms, ttl_ms)
+
+    def for_keys(self) -> tuple[int, int, int, int]:
+        """Return the TTLs in the order of ``ScanKeys.all``."""
+        return (self.record_ms, self.done_ms, self.results_ms, self.lookup_ms)
+
+
+@dataclass(frozen=True)
 class ScanSnapshot:
     """A scan as one atomic read saw it.
 
@@ -152,9 +177,11 @@ return {record_key, record, done, results}
 """
 
 # Write to a running scan unless it is missing, terminal or stale. KEYS are the record,
-# done set, results hash and lookup key. ARGV: now (seconds), stale_s, TTL in ms,
+# done set, results hash and lookup key. ARGV: now (seconds), stale_s, unused,
 # strategy id ('' for a heartbeat), results entry JSON, opportunities found so far,
-# '1' to add the strategy to the done set. Returns a WriteOutcome value.
+# '1' to add the strategy to the done set, then the TTL in ms of each key in KEYS order,
+# then '1' when progress removes the TTL of the record and lookup (a fault).
+# Returns a WriteOutcome value.
 _GUARDED_WRITE: Final = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -176,8 +203,13 @@ if ARGV[4] ~= '' then
         redis.call('SADD', KEYS[2], ARGV[4])
     end
 end
-for _, key in ipairs(KEYS) do
-    redis.call('PEXPIRE', key, ARGV[3])
+local persist = ARGV[12] == '1'
+for index, key in ipairs(KEYS) do
+    if persist and ARGV[4] ~= '' and (index == 1 or index == 4) then
+        redis.call('PERSIST', key)
+    elseif not persist or redis.call('PTTL', key) ~= -1 then
+        redis.call('PEXPIRE', key, ARGV[7 + index])
+    end
 end
 return 'ok'
 """
@@ -189,10 +221,10 @@ class Store:
     The methods make one attempt each. Callers wrap them in ``retry.call_with_retry``.
     """
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
+    def __init__(self, client: Redis, settings: Settings, ttls: KeyTtls | None = None) -> None:
         self.client = client
         self.prefix = settings.key_prefix
-        self.ttl_ms = settings.retention_ms
+        self.ttls = ttls or KeyTtls.uniform(settings.retention_ms)
         self.stale_s = settings.stale_s
         self._read_scan = client.register_script(_READ_SCAN)
         self._guarded_write = client.register_script(_GUARDED_WRITE)
@@ -214,9 +246,9 @@ class Store:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(keys.record, keys.done, keys.results)
             pipe.hset(keys.record, mapping=mapping)
-            pipe.pexpire(keys.record, self.ttl_ms)
+            pipe.pexpire(keys.record, self.ttls.record_ms)
             if write_lookup:
-                pipe.set(keys.lookup, keys.record, px=self.ttl_ms)
+                pipe.set(keys.lookup, keys.record, px=self.ttls.lookup_ms)
             await pipe.execute()
 
     async def write_progress(
@@ -234,11 +266,13 @@ class Store:
             args=[
                 repr(now_s),
                 repr(self.stale_s),
-                self.ttl_ms,
+                "",
                 strategy_id,
                 json.dumps(entry),
                 opportunities,
                 "1" if add_to_done else "0",
+                *self.ttls.for_keys(),
+                "1" if self.ttls.persist_on_progress else "0",
             ],
         )
         return WriteOutcome(reply)
@@ -246,7 +280,9 @@ class Store:
     async def write_heartbeat(self, keys: ScanKeys, now_s: float) -> WriteOutcome:
         """Set heartbeat_at and refresh every TTL, if the scan runs."""
         reply = await self._guarded_write(
-            keys=list(keys.all), args=[repr(now_s), repr(self.stale_s), self.ttl_ms, "", "", 0, "0"]
+            keys=list(keys.all),
+            args=[repr(now_s), repr(self.stale_s), "", "", "", 0, "0", *self.ttls.for_keys(),
+                  "1" if self.ttls.persist_on_progress else "0"],
         )
         return WriteOutcome(reply)
 
@@ -296,14 +332,18 @@ class Store:
             if heartbeat_at is not None and now_s - float(_text(heartbeat_at)) > self.stale_s:
                 status = ScanStatus.FAILED
                 outcome = WriteOutcome.STALE
+            refresh = list(zip(keys.all, self.ttls.for_keys(), strict=True))
+            if self.ttls.persist_on_progress:
+                refresh = [(key, ttl_ms) for key, ttl_ms in refresh
+                           if await pipe.pttl(key) != -1]
 
             pipe.multi()
             pipe.hset(
                 keys.record,
                 mapping={"status": status.value, "total": total, "finished_at": repr(now_s)},
             )
-            for key in keys.all:
-                pipe.pexpire(key, self.ttl_ms)
+            for key, ttl_ms in refresh:
+                pipe.pexpire(key, ttl_ms)
             if delete_lookup:
                 pipe.delete(keys.lookup)
             await pipe.execute()
@@ -344,7 +384,7 @@ class Store:
         await self.client.ping()
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, ttls: KeyTtls | None = None) -> Store:
     """Create a store on a new redis client for ``settings.redis_url``.
 
     The client connects on first use, retries nothing itself, and times out a call after
@@ -358,7 +398,7 @@ def open_store(settings: Settings) -> Store:
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
     )
-    return Store(client, settings)
+    return Store(client, settings, ttls)
 
 
 def _text(value: bytes | str) -> str:

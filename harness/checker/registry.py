@@ -49,6 +49,11 @@ INVARIANTS: dict[str, Invariant] = {
             retention.judge_results_after_complete,
         ),
         Invariant(
+            retention.EXPIRES,
+            "a finished scan is gone one second after T_hi + retention, and stays gone",
+            retention.judge_expires,
+        ),
+        Invariant(
             progress.PROGRESS_SANE,
             "every status carries progress, 0 <= completed <= total, total as promised",
             progress.judge_progress_sane,

@@ -21,6 +21,11 @@ from harness.history import Function
 
 KNOWN_SCAN_FOUND = "known-scan-found"
 RESULTS_AFTER_COMPLETE = "results-after-complete"
+EXPIRES = "expires"
+
+# A read this long past T_hi + retention must not find the scan: the margin absorbs the
+# time between the service's terminal write and the read that first saw it.
+EXPIRY_MARGIN_NS = 1_000_000_000
 
 
 def judge_known_scan_found(scan: Scan, context: CheckContext) -> list[Violation] | None:
@@ -150,3 +155,52 @@ def _results_problems(read: Request, promised: int | None) -> list[str]:
         noun = "duplicate" if duplicates == 1 else "duplicates"
         problems.append(f"its strategy_ids contain {duplicates} {noun}")
     return problems
+
+
+def judge_expires(scan: Scan, context: CheckContext) -> list[Violation] | None:
+    """Flag owner reads that found the scan after it must have expired, or after it was gone.
+
+    Nothing is written to a scan after the first read that saw it terminal (T_hi), so its
+    data is gone by T_hi + retention. A read invoked at or after T_hi + retention + 1 s
+    that still finds it is a violation, and so is a read that finds it after an earlier
+    read of the same endpoint, invoked after T_hi and completed before it started, found
+    it gone. A scan never seen terminal has no T_hi and no verdict here.
+    """
+    bounds = scan.bounds()
+    if bounds.t_hi_virtual_ns is None or bounds.t_hi_request is None:
+        return None
+    expired_at_ns = bounds.t_hi_virtual_ns + context.retention_ns + EXPIRY_MARGIN_NS
+    terminal_read = bounds.t_hi_request
+
+    violations: list[Violation] = []
+    judged = 0
+    gone: dict[Function, Request] = {}
+    for read in sorted(scan.owner_reads, key=lambda request: request.start_real_ns):
+        if read.state is None or not terminal_read.precedes(read):
+            continue
+        found = read.state is not ScanState.NOT_FOUND
+        if read.start_virtual_ns >= expired_at_ns:
+            judged += 1
+            if found:
+                message = (
+                    f"{read.label()} returned {read.response_text()}, "
+                    f"{format_seconds(read.start_virtual_ns - bounds.t_hi_virtual_ns)} of "
+                    f"virtual time after {terminal_read.label()} first saw the scan "
+                    f"{terminal_read.state}. Nothing is written to a finished scan, so its "
+                    f"keys must be gone {format_seconds(context.retention_ns)} (the "
+                    "retention) after that; a write without a TTL keeps it forever."
+                )
+                violations.append(build_violation(EXPIRES, scan, [read, terminal_read], message))
+                continue
+        earlier_gone = gone.get(read.f)
+        if found and earlier_gone is not None and earlier_gone.precedes(read):
+            judged += 1
+            message = (
+                f"{read.label()} found the scan ({read.response_text()}) after "
+                f"{earlier_gone.label()} had returned {earlier_gone.response_text()} for it; "
+                "a finished scan that is gone must stay gone."
+            )
+            violations.append(build_violation(EXPIRES, scan, [read, earlier_gone], message))
+        elif not found and earlier_gone is None:
+            gone[read.f] = read
+    return violations if judged else None

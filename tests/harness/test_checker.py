@@ -808,11 +808,11 @@ def test_result_serialises_to_json() -> None:
 
 def test_unknown_invariant_name_raises() -> None:
     with pytest.raises(ValueError) as raised:
-        check(HistoryBuilder().history(), ["known-scan-found", "monotonic", "expires"])
+        check(HistoryBuilder().history(), ["known-scan-found", "monotonic", "expiry"])
 
     assert str(raised.value) == (
-        "unknown invariants 'monotonic', 'expires'. Known invariants: known-scan-found, "
-        "results-after-complete, progress-sane, monotonic-reads, complete-is-whole, "
+        "unknown invariants 'monotonic', 'expiry'. Known invariants: known-scan-found, "
+        "results-after-complete, expires, progress-sane, monotonic-reads, complete-is-whole, "
         "owner-isolation, no-server-errors."
     )
 

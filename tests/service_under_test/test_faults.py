@@ -19,6 +19,9 @@ IMPLEMENTED = [
     "no-owner-check",
     "worker-without-store",
     "read-once-results",
+    "lookup-ttl-shorter",
+    "results-ttl-shorter",
+    "progress-drops-ttl",
 ]
 
 

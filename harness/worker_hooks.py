@@ -1,0 +1,109 @@
+"""What the cluster installs inside each gunicorn worker, around the unchanged app.
+
+``install(worker)`` runs from gunicorn's ``post_worker_init`` hook, after the worker loaded
+the app and before it serves. When the run has a virtual clock, it wraps the app so that
+every request first syncs the worker's clock with the clock file; the response then
+carries ``X-Harness-Clock-Seq``, the clock state the worker had applied, which is how the
+harness knows that a move reached the worker. Background threads and asyncio tasks share
+the process's patched clock, so they see a move as soon as one request synced it.
+
+The same wrapper works for ASGI apps (UvicornWorker) and WSGI apps (gthread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from harness.clock_follower import ClockFollower, FreezegunDriver, make_driver
+from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, real_monotonic_ns
+
+log = logging.getLogger(__name__)
+
+CLOCK_SEQ_HEADER = "X-Harness-Clock-Seq"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AsgiClockSync:
+    """ASGI middleware: sync the clock before each HTTP request, report the seq after."""
+
+    def __init__(self, app: AsgiApp, follower: ClockFollower) -> None:
+        self.app = app
+        self.follower = follower
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = (CLOCK_SEQ_HEADER.lower().encode(), str(self.follower.sync()).encode())
+
+        async def send_with_seq(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_seq)
+
+
+class WsgiClockSync:
+    """WSGI middleware: sync the clock before each request, report the seq after."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], follower: ClockFollower) -> None:
+        self.app = app
+        self.follower = follower
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seq = str(self.follower.sync())
+
+        def start_with_seq(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, (CLOCK_SEQ_HEADER, seq)], exc_info)
+
+        return self.app(environ, start_with_seq)
+
+
+def _is_asgi_worker(worker: Any) -> bool:
+    return type(worker).__module__.startswith("uvicorn_worker")
+
+
+def _notify_on_real_clock(worker: Any) -> None:
+    """Keep the worker's heartbeat to the arbiter on the real monotonic clock.
+
+    gunicorn's heartbeat stamps a file with ``time.monotonic()``, which freezegun fakes; a
+    frozen stamp would make the arbiter kill the worker after ``--timeout`` seconds.
+    """
+    tmp = worker.tmp
+
+    def notify() -> None:
+        stamp = real_monotonic_ns() / 1e9
+        os.utime(tmp.fileno(), (stamp, stamp))
+
+    tmp.notify = notify
+
+
+def install(worker: Any) -> None:
+    """Wrap the worker's app so that it follows the run's virtual clock, if there is one."""
+    clock_file = os.environ.get(CLOCK_FILE_ENV)
+    if not clock_file:
+        return
+    driver = make_driver(os.environ.get(CLOCK_DRIVER_ENV, "time-machine"))
+    if isinstance(driver, FreezegunDriver):
+        _notify_on_real_clock(worker)
+    follower = ClockFollower(Path(clock_file), driver)
+    follower.sync()
+
+    if _is_asgi_worker(worker):
+        worker.wsgi = AsgiClockSync(worker.wsgi, follower)
+    else:
+        worker.wsgi = WsgiClockSync(worker.wsgi, follower)
+    worker.log.info("worker %d follows the virtual clock in %s (%s)", worker.pid, clock_file,
+                    type(driver).__name__)
