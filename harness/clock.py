@@ -140,9 +140,10 @@ class VirtualClock:
         if seconds < 0 or not math.isfinite(seconds):
             raise ClockError(f"advance takes a finite number of seconds >= 0, got {seconds}; "
                              "use move_to() to go back in time")
-        self._move("advance", self.now_ns() + int(seconds * NS_PER_S),
-                   frozen=self._state.frozen, simulates_dead_worker=simulates_dead_worker,
-                   scenario=scenario)
+        from_ns = self.now_ns()
+        self._move("advance", from_ns + int(seconds * NS_PER_S), frozen=self._state.frozen,
+                   simulates_dead_worker=simulates_dead_worker, scenario=scenario,
+                   from_ns=from_ns)
 
     def move_to(self, at_s: float, *, simulates_dead_worker: bool = False,
                 scenario: str | None = None) -> None:
@@ -151,9 +152,10 @@ class VirtualClock:
                    simulates_dead_worker=simulates_dead_worker, scenario=scenario)
 
     def _move(self, action: str, target_ns: int, *, frozen: bool, simulates_dead_worker: bool,
-              scenario: str | None) -> None:
+              scenario: str | None, from_ns: int | None = None) -> None:
         previous = self._state
-        from_ns = self.now_ns()
+        if from_ns is None:
+            from_ns = self.now_ns()
         self._check_staleness(from_ns, target_ns, simulates_dead_worker, scenario)
         state = ClockState(seq=previous.seq + 1, virtual_ns=target_ns, frozen=frozen,
                            ref_monotonic_ns=real_monotonic_ns())

@@ -12,6 +12,7 @@ The same wrapper works for ASGI apps (UvicornWorker) and WSGI apps (gthread).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -33,13 +34,30 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AsgiClockSync:
-    """ASGI middleware: sync the clock before each HTTP request, report the seq after."""
+    """ASGI middleware: sync the clock before each HTTP request, report the seq after.
 
-    def __init__(self, app: AsgiApp, follower: ClockFollower) -> None:
+    It also keeps the worker's heartbeat to the arbiter going from an asyncio task on the
+    real clock. uvicorn only sends that heartbeat when ``time.time()`` says enough time
+    has passed, which never happens while virtual time is frozen, so the arbiter would
+    kill every worker after ``--timeout`` seconds. A task, unlike a thread, stops when the
+    event loop hangs, so a worker that really hangs is still killed.
+    """
+
+    def __init__(self, app: AsgiApp, follower: ClockFollower, worker: Any) -> None:
         self.app = app
         self.follower = follower
+        self.worker = worker
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        interval_s = max(float(self.worker.timeout) / 2, 0.1)
+        while True:
+            self.worker.notify()
+            await asyncio.sleep(interval_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -102,7 +120,7 @@ def install(worker: Any) -> None:
     follower.sync()
 
     if _is_asgi_worker(worker):
-        worker.wsgi = AsgiClockSync(worker.wsgi, follower)
+        worker.wsgi = AsgiClockSync(worker.wsgi, follower, worker)
     else:
         worker.wsgi = WsgiClockSync(worker.wsgi, follower)
     worker.log.info("worker %d follows the virtual clock in %s (%s)", worker.pid, clock_file,
