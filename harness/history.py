@@ -291,7 +291,8 @@ def _parse_record(kind: type[ClockMove], path: Path, number: int,
     try:
         return kind.from_json(data)
     except TypeError as error:
-        raise HistoryError(f"{path}:{number}: invalid {data.get('kind')} record: {error}") from error
+        kind_name = data.get("kind")
+        raise HistoryError(f"{path}:{number}: invalid {kind_name} record: {error}") from error
 
 
 def _parse_op(path: Path, number: int, data: dict[str, Any]) -> Op:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -305,9 +306,11 @@ def test_everyone_agrees_after_hour_jump(probe_cluster: ProbeCluster) -> None:
         assert abs(readings["datetime"] - now_s) < 1.0
         assert abs(readings["utcnow"] - now_s) < 1.0
         for sampler in background:
-            assert wait_until(
-                lambda: abs(probe_cluster.readings(worker)[sampler] - clock.now_s()) < 1.0,
-                timeout_s=5), f"the {sampler} of worker {worker} did not see the jump"
+            def caught_up(worker: int = worker, sampler: str = sampler) -> bool:
+                return abs(probe_cluster.readings(worker)[sampler] - clock.now_s()) < 1.0
+
+            assert wait_until(caught_up, timeout_s=5), \
+                f"the {sampler} of worker {worker} did not see the jump"
     assert abs(store_time_s(probe_cluster.store.url) - clock.now_s()) < 1.0
 
 
@@ -357,10 +360,8 @@ def test_hung_worker_is_still_killed(probe_cluster: ProbeCluster) -> None:
                               and len(probe_cluster.cluster.worker_pids()) == WORKERS,
                               timeout_s=20, interval_s=0.1)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(hung, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
     assert replaced
     assert pids[1] in probe_cluster.cluster.worker_pids()
