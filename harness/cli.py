@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.checker import INVARIANTS, Verdict, check
+from harness.clock_follower import DRIVERS
 from harness.history import HistoryError, read_history
 from harness.report import print_summary
 from harness.runner import ConfigError, ExitCode, RunConfig, Terminated, execute
@@ -55,12 +56,15 @@ def cli() -> None:
               help="Run directory. Default: .harness-runs/<time>-<seed>/.")
 @click.option("--max-seconds", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Wall-clock cap of the run, in seconds.")
+@click.option("--clock-driver", type=click.Choice(DRIVERS), default="time-machine",
+              show_default=True, help="Library that fakes time inside the workers.")
 def run(workers: int, worker_class: str, store: str, faults: tuple[str, ...],
         scenarios: tuple[str, ...], seed: int | None, out: Path | None,
-        max_seconds: float) -> None:
+        max_seconds: float, clock_driver: str) -> None:
     """Run scenarios against the reference service and judge the history."""
     config = RunConfig(seed=seed, workers=workers, worker_class=worker_class, store=store,
-                       faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds)
+                       faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds,
+                       clock_driver=clock_driver)
     try:
         outcome = execute(config, progress=lambda message: console.print(f"· {message}"))
     except ConfigError as error:
@@ -127,6 +131,111 @@ def check_history(history_path: Path) -> None:
     codes = {Verdict.PASS: ExitCode.PASS, Verdict.FAIL: ExitCode.VIOLATION,
              Verdict.UNKNOWN: ExitCode.INCONCLUSIVE}
     sys.exit(codes[result.verdict])
+
+
+# --- scan-harness load and merge-history ---
+
+# Options that configure a cluster the harness starts, which --url replaces.
+_CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
+                    "store": "--store", "faults": "--fault", "port": "--port"}
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Number of simulated users.")
+@click.option("--spawn-rate", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Users started per second.")
+@click.option("--run-time", default="30s", show_default=True,
+              help="How long the load runs: seconds, or a span such as 30s, 5m or 1h30m.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Locust processes that run the users; above 1, Locust's --processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Number of gunicorn workers.")
+@click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]), default="uvicorn",
+              show_default=True, help="Gunicorn worker class.")
+@click.option("--store", default="fakeredis", show_default=True,
+              help="fakeredis (embedded), redis-server (spawned) or a redis:// URL.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME",
+              help="Switch on a fault in the reference service; repeatable.")
+@click.option("--seed", type=int, default=None, help="Seed of the run; random when omitted.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory. Default: .harness-runs/<time>-<seed>/.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
+              help="Port of the cluster; 0 picks a free one.")
+@click.option("--url", default=None, metavar="URL",
+              help="Load the running cluster of the reference service at this base URL "
+                   "instead of starting one.")
+@click.option("--token-secret", envvar="SCAN_LOAD_TOKEN_SECRET", default=None,
+              help="Token secret of the cluster at --url (or set SCAN_LOAD_TOKEN_SECRET).")
+@click.option("--max-p95-ms", type=click.FloatRange(min=0), default=None,
+              help="Exit 2 when the 95th percentile response time is above this, in ms.")
+@click.option("--max-fail-ratio", type=click.FloatRange(min=0, max=1), default=None,
+              help="Exit 2 when the share of failed requests (5xx, no answer) is above this.")
+@click.option("--min-rps", type=click.FloatRange(min=0), default=None,
+              help="Exit 2 when the requests per second are below this.")
+@click.pass_context
+def load(ctx: click.Context, users: int, spawn_rate: float, run_time: str, processes: int,
+         workers: int, worker_class: str, store: str, faults: tuple[str, ...],
+         seed: int | None, out: Path | None, port: int, url: str | None,
+         token_secret: str | None, max_p95_ms: float | None, max_fail_ratio: float | None,
+         min_rps: float | None) -> None:
+    """Load the reference service with Locust users and judge what they saw."""
+    from harness.load.locust_stats import Thresholds
+    from harness.load.report import print_load_summary
+    from harness.load.runner import LoadConfig, execute_load
+
+    if url is not None:
+        given = [flag for name, flag in _CLUSTER_OPTIONS.items()
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            _fail(f"{', '.join(given)} configure a cluster that the harness starts, but --url "
+                  "names a running one: drop one or the other")
+    config = LoadConfig(
+        users=users, spawn_rate=spawn_rate, run_time=run_time, processes=processes,
+        faults=faults, workers=workers, worker_class=worker_class, store=store, seed=seed,
+        out=out, url=url, token_secret=token_secret, port=port,
+        thresholds=Thresholds(max_p95_ms=max_p95_ms, max_fail_ratio=max_fail_ratio,
+                              min_rps=min_rps),
+    )
+    try:
+        outcome = execute_load(config, progress=lambda message: console.print(f"· {message}"))
+    except ConfigError as error:
+        _fail(str(error))
+    print_load_summary(outcome, console)
+    sys.exit(outcome.exit_code)
+
+
+@cli.command("merge-history")
+@click.argument("out", metavar="OUT.jsonl", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", metavar="FILE.jsonl...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--worker-pid", "worker_pids", multiple=True, type=int, metavar="PID",
+              help="Pid of a worker of the cluster, once per worker; indices follow the pids "
+                   "in ascending order. Default: the pids that answered.")
+def merge_history(out: Path, files: tuple[Path, ...], worker_pids: tuple[int, ...]) -> None:
+    """Merge the per-process histories of a load into one history for scan-harness check."""
+    from harness.load.merge import (
+        merge_files,
+        seen_worker_pids,
+        set_worker_indices,
+        write_history,
+    )
+
+    if out.resolve() in {path.resolve() for path in files}:
+        _fail(f"{out} is also an input file; write the merged history to a new file")
+    try:
+        history = merge_files(list(files))
+    except HistoryError as error:
+        _fail(f"{error}; pass the .jsonl files that the load's Locust processes wrote")
+    pids = sorted(worker_pids) or seen_worker_pids(history)
+    set_worker_indices(history.ops, pids)
+    write_history(history, out)
+    workers = ", ".join(f"{index} ({pid})" for index, pid in enumerate(pids)) or "none"
+    console.print(f"merged {len(history.ops)} ops from {len(files)} files into {out}; "
+                  f"workers (pid): {workers}")
+
+
+# --- end of scan-harness load and merge-history ---
 
 
 @cli.command()

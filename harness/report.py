@@ -46,6 +46,8 @@ def replay_command(outcome: RunOutcome) -> str:
         argv += ["--worker-class", config.worker_class]
     if config.store != "fakeredis":
         argv += ["--store", config.store]
+    if config.clock_driver != "time-machine":
+        argv += ["--clock-driver", config.clock_driver]
     for fault in config.faults:
         argv += ["--fault", fault]
     for name in config.scenarios:
@@ -87,6 +89,7 @@ def summary(outcome: RunOutcome) -> dict[str, Any]:
             "max_seconds": outcome.config.max_seconds,
             "retention_s": outcome.config.retention_s,
             "stale_s": outcome.config.stale_s,
+            "clock_driver": outcome.config.clock_driver,
         },
         "workers": [{"index": index, "pid": pid} for index, pid in enumerate(outcome.worker_pids)],
         "scenarios": [

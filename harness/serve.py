@@ -49,6 +49,7 @@ def serve_until_interrupted(config: RunConfig, port: int, console: Console) -> N
         for user in ("alice", "bob"):
             console.print(f"token for {user}: {mint_token(secret, user)}")
         console.print(f"mint a token for USER: {mint}")
+        console.print(f"virtual clock file: {run_dir / 'clock.json'} (real time until moved)")
         console.print(f"logs: {run_dir}")
         console.print("press Ctrl-C to stop")
         threading.Event().wait()

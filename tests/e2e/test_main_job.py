@@ -25,7 +25,13 @@ EXPECTED_INVARIANT = {
     "no-owner-check": "owner-isolation",
     "worker-without-store": "known-scan-found",
     "read-once-results": "results-after-complete",
+    "lookup-ttl-shorter": "known-scan-found",
+    "results-ttl-shorter": "results-after-complete",
+    "progress-drops-ttl": "expires",
 }
+
+TTL_FAULTS = ("lookup-ttl-shorter", "results-ttl-shorter", "progress-drops-ttl")
+TTL_SCENARIOS = ("retention-boundary", "expiry-after-an-hour", "clock-moves-while-scanning")
 
 
 def own_children() -> list[int]:
@@ -60,6 +66,28 @@ def test_fault_is_caught(fault: str, tmp_path: Path) -> None:
     assert summary["verdict"] == "fail"
     assert EXPECTED_INVARIANT[fault] in caught_by
     assert own_children() == []
+
+
+@pytest.mark.parametrize("fault", TTL_FAULTS)
+def test_ttl_fault_caught_on_redis_server(fault: str, tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=6, store="redis-server", faults=(fault,),
+                                scenarios=TTL_SCENARIOS, out=tmp_path / "run"))
+
+    summary = read_summary(outcome.run_dir)
+    caught_by = {violation["invariant"] for violation in summary["violations"]}
+    assert outcome.exit_code == ExitCode.VIOLATION
+    assert EXPECTED_INVARIANT[fault] in caught_by
+    assert own_children() == []
+
+
+@pytest.mark.parametrize("driver", ["time-machine", "freezegun"])
+def test_ttl_scenarios_pass_with_each_driver(driver: str, tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=8, clock_driver=driver, scenarios=TTL_SCENARIOS,
+                                out=tmp_path / "run"))
+
+    summary = read_summary(outcome.run_dir)
+    assert outcome.exit_code == ExitCode.PASS, summary["violations"]
+    assert [scenario["verdict"] for scenario in summary["scenarios"]] == ["pass"] * 3
 
 
 def test_run_files_are_written(tmp_path: Path) -> None:
