@@ -16,7 +16,7 @@ Operations: ``freeze`` (stand still at a time), ``tick`` (run at the real rate f
 time), ``advance`` (jump ahead by seconds), ``move_to`` (jump to a time) and ``now_ns``.
 A forward jump longer than the staleness bound while scans are open would look, to the
 service, like workers that stopped sending heartbeats, so it is rejected unless the step
-says that it simulates a hung or dead worker.
+declares that it simulates a hung or dead worker.
 
 Example, from a scenario::
 
@@ -51,7 +51,7 @@ NS_PER_S = 1_000_000_000
 
 
 class ClockError(RuntimeError):
-    """A clock move that cannot be made; the message says why and what to do instead."""
+    """A clock move that cannot be made. The message names the reason and what to do instead."""
 
 
 class ClockStore(Protocol):
