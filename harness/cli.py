@@ -188,8 +188,8 @@ def load(ctx: click.Context, users: int, spawn_rate: float, run_time: str, proce
         given = [flag for name, flag in _CLUSTER_OPTIONS.items()
                  if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
         if given:
-            _fail(f"{', '.join(given)} configure a cluster that the harness starts, but --url "
-                  "names a running one: drop one or the other")
+            _fail(f"--url names a running cluster, so {', '.join(given)} cannot be used with "
+                  "it: drop those options or drop --url")
     config = LoadConfig(
         users=users, spawn_rate=spawn_rate, run_time=run_time, processes=processes,
         faults=faults, workers=workers, worker_class=worker_class, store=store, seed=seed,

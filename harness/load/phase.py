@@ -1,0 +1,97 @@
+"""One load against a running cluster: Locust's run, its merged history, its statistics.
+
+``run_load`` is shared by ``scan-harness load`` and the load phase at the end of
+``scan-harness run``. It writes into the run directory:
+
+- ``load-history/<host>-<pid>.jsonl``: the process history of each Locust process;
+- ``locust_stats.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``: Locust's
+  final statistics;
+- ``locust.log``: Locust's log and its summary tables.
+
+The caller gets the merged ops (to write as a history or to append to a live one), the
+statistics, and what went wrong, if anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.history import History, HistoryError, RunRecord
+from harness.load.locust_process import LocustExit, LocustOptions, run_locust
+from harness.load.locust_stats import LoadStats, StatsError, count_exceptions, read_stats
+from harness.load.merge import merge_files
+from harness.load.recording import DEFAULT_SCENARIO, LoadSettings
+
+HISTORY_DIR_NAME = "load-history"
+CSV_PREFIX_NAME = "locust"
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """What one load produced."""
+
+    history: History
+    """The merged ops of every Locust process, indices from 0, ordered by ``real_ns``."""
+
+    stats: LoadStats | None
+    """Locust's final statistics, or None when Locust wrote none."""
+
+    exceptions: int
+    """Exceptions raised inside the simulated users: a bug in the locustfile, not the service."""
+
+    locust: LocustExit
+    error: str | None = None
+    """Why the load did not run as configured, or None."""
+
+    files: int = 0
+    """Number of process histories merged."""
+
+
+def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: str,
+             run: RunRecord, origin_ns: int, worker_pids: Sequence[int] | None,
+             clock_file: Path | None = None, scenario: str = DEFAULT_SCENARIO,
+             record: bool = True, connections: int = 4,
+             scan_timeout_s: float = 15.0) -> LoadResult:
+    """Run Locust against ``host`` and merge what its users recorded.
+
+    ``origin_ns`` is the monotonic origin of the history the ops will join, and
+    ``worker_pids`` the cluster's worker pids in index order (None when unknown), and
+    ``clock_file`` the run's virtual clock file (None when the cluster has none).
+    ``record=False`` records no history, to measure what recording costs.
+    """
+    history_dir = run_dir / HISTORY_DIR_NAME
+    history_dir.mkdir(parents=True, exist_ok=True)
+    for stale in history_dir.glob("*.jsonl"):
+        stale.unlink()  # a reused --out directory must not merge an earlier run's files
+    csv_prefix = run_dir / CSV_PREFIX_NAME
+    settings = LoadSettings(
+        token_secret=token_secret, history_dir=history_dir if record else None,
+        origin_ns=origin_ns, run=run, scenario=scenario, connections=connections,
+        scan_timeout_s=scan_timeout_s, clock_file=clock_file, csv_prefix=csv_prefix,
+    )
+
+    locust = run_locust(host, options, settings, run_dir / "locust.log")
+
+    errors = [locust.error] if locust.error else []
+    paths = sorted(history_dir.glob("*.jsonl"))
+    history = History(run)
+    if paths:
+        try:
+            history = merge_files(paths, run=run, worker_pids=worker_pids)
+        except HistoryError as error:
+            errors.append(f"cannot merge the load's histories: {error}")
+    elif record and locust.error is None:
+        errors.append(f"no Locust process wrote a history into {history_dir}; see "
+                      f"{run_dir / 'locust.log'}")
+
+    stats = None
+    try:
+        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+    except StatsError as error:
+        if locust.error is None:
+            errors.append(str(error))
+    exceptions = count_exceptions(Path(f"{csv_prefix}_exceptions.csv"))
+    return LoadResult(history, stats, exceptions, locust, "; ".join(errors) or None,
+                      len(paths))
