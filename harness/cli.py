@@ -58,13 +58,16 @@ def cli() -> None:
               help="Wall-clock cap of the run, in seconds.")
 @click.option("--clock-driver", type=click.Choice(DRIVERS), default="time-machine",
               show_default=True, help="Library that fakes time inside the workers.")
+@click.option("--load-seconds", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Length of the Locust load phase after the scenarios, in seconds; "
+                   "0 skips it.")
 def run(workers: int, worker_class: str, store: str, faults: tuple[str, ...],
         scenarios: tuple[str, ...], seed: int | None, out: Path | None,
-        max_seconds: float, clock_driver: str) -> None:
+        max_seconds: float, clock_driver: str, load_seconds: float) -> None:
     """Run scenarios against the reference service and judge the history."""
     config = RunConfig(seed=seed, workers=workers, worker_class=worker_class, store=store,
                        faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds,
-                       clock_driver=clock_driver)
+                       clock_driver=clock_driver, load_seconds=load_seconds)
     try:
         outcome = execute(config, progress=lambda message: console.print(f"· {message}"))
     except ConfigError as error:

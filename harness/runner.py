@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.checker import INVARIANTS, CheckResult, Verdict, check
+from harness.client import RoutingClient, RoutingError
 from harness.clock import ClockError, VirtualClock
 from harness.clock_follower import DRIVERS
 from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, ClockState, write_state
-from harness.client import RoutingClient, RoutingError
 from harness.cluster import Cluster, ClusterConfig
 from harness.history import History, HistoryRecorder, RunRecord
+from harness.load.phase import run_load_phase
+from harness.load.recording import DEFAULT_SCENARIO as LOAD_SCENARIO
 from harness.processes import StartError
 from harness.report import write_reports
 from harness.scenario import Scenario, ScenarioAborted, ScenarioContext, select
@@ -79,6 +81,10 @@ class RunConfig:
     strategy_duration_s: float = 0.07
     scan_timeout_s: float = 10.0
     clock_driver: str = "time-machine"
+    # The Locust load phase after the scenarios. scan-harness run sets 10 s; the library
+    # default of 0 skips it, so that runs compared step by step stay free of random load.
+    load_seconds: float = 0.0
+    load_users: int = 10
 
 
 @dataclass
@@ -266,6 +272,10 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                 for chosen_scenario in chosen:
                     outcome.scenarios.append(_run_scenario(chosen_scenario, client, clock,
                                                            config, seed, deadline, say))
+                if config.load_seconds > 0:
+                    outcome.scenarios.append(_run_load_phase(config, cluster.base_url,
+                                                             recorder, secret, outcome,
+                                                             deadline, say))
             finally:
                 client.close()
     except RoutingError as error:
@@ -303,6 +313,22 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
             clock.tick(scenario=chosen.name)
     return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None,
                            time.monotonic() - started, 0, error, context.notes)
+
+
+def _run_load_phase(config: RunConfig, base_url: str, recorder: HistoryRecorder, secret: str,
+                    outcome: RunOutcome, deadline: float,
+                    say: Callable[[str], None]) -> ScenarioOutcome:
+    """Load the cluster with Locust; its ops join the history as the scenario ``load``."""
+    say(f"load: {config.load_users} Locust users for {config.load_seconds:g} s")
+    phase = run_load_phase(base_url, recorder, outcome.run_dir, token_secret=secret,
+                           worker_pids=outcome.worker_pids, users=config.load_users,
+                           seconds=config.load_seconds,
+                           time_left_s=deadline - time.monotonic(),
+                           clock_file=outcome.run_dir / "clock.json")
+    if phase.error:
+        log.warning("the load phase did not run as configured: %s", phase.error)
+    return ScenarioOutcome(LOAD_SCENARIO, tuple(INVARIANTS), Verdict.UNKNOWN, None,
+                           phase.duration_s, 0, phase.error, phase.notes)
 
 
 def _judge(outcome: RunOutcome, recorder: HistoryRecorder, chosen: list[Scenario],

@@ -1,7 +1,8 @@
 """``scan-harness serve``: the reference service on a cluster, kept up until Ctrl-C.
 
 For exploring by hand, and for pointing a plain Locust run or a browser at a cluster:
-it prints the URL, the token secret, ready-made tokens and the command that mints more.
+it prints the URL, the token secret, ready-made tokens, the command that mints more, and
+the commands that load the cluster with plain Locust and judge what its users saw.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import secrets
 import shlex
 import sys
 import threading
+from pathlib import Path
 
 from rich.console import Console
 
 from harness.client import API_PREFIX, RoutingClient
 from harness.history import HistoryRecorder, RunRecord
+from harness.load import LOCUSTFILE
 from harness.runner import DEFAULT_RUNS_DIR, RunConfig, running_cluster, validate
 from service_under_test.auth import mint_token
 
@@ -51,5 +54,26 @@ def serve_until_interrupted(config: RunConfig, port: int, console: Console) -> N
         console.print(f"mint a token for USER: {mint}")
         console.print(f"virtual clock file: {run_dir / 'clock.json'} (real time until moved)")
         console.print(f"logs: {run_dir}")
+        _print_locust_commands(console, cluster.base_url, secret, run_dir, pids)
         console.print("press Ctrl-C to stop")
         threading.Event().wait()
+
+
+def _print_locust_commands(console: Console, base_url: str, secret: str, run_dir: Path,
+                           pids: list[int]) -> None:
+    """Print the commands that load this cluster with plain Locust and judge the history."""
+    history_dir = run_dir / "load-history"
+    merged = run_dir / "load-history.jsonl"
+    environment = (f"SCAN_LOAD_TOKEN_SECRET={secret} "
+                   f"SCAN_LOAD_HISTORY_DIR={shlex.quote(str(history_dir))} "
+                   f"SCAN_HARNESS_CLOCK_FILE={shlex.quote(str(run_dir / 'clock.json'))}")
+    locust = (f"{environment} {shlex.quote(sys.executable)} -m locust "
+              f"-f {shlex.quote(str(LOCUSTFILE))} --host {base_url} --web-host 127.0.0.1")
+    worker_options = " ".join(f"--worker-pid {pid}" for pid in pids)
+    console.print("load it with Locust (web UI on http://127.0.0.1:8089), then judge what "
+                  "its users saw:")
+    console.print(f"  {locust}", soft_wrap=True, highlight=False)
+    console.print(f"  scan-harness merge-history {worker_options} {shlex.quote(str(merged))} "
+                  f"{shlex.quote(str(history_dir))}/*.jsonl", soft_wrap=True, highlight=False)
+    console.print(f"  scan-harness check {shlex.quote(str(merged))}", soft_wrap=True,
+                  highlight=False)

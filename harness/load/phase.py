@@ -1,7 +1,7 @@
 """One load against a running cluster: Locust's run, its merged history, its statistics.
 
-``run_load`` is shared by ``scan-harness load`` and the load phase at the end of
-``scan-harness run``. It writes into the run directory:
+``run_load`` is shared by ``scan-harness load`` and by ``run_load_phase``, the load phase
+at the end of ``scan-harness run``. It writes into the run directory:
 
 - ``load-history/<host>-<pid>.jsonl``: the process history of each Locust process;
 - ``locust_stats.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``: Locust's
@@ -14,14 +14,21 @@ statistics, and what went wrong, if anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.history import History, HistoryError, RunRecord
-from harness.load.locust_process import LocustExit, LocustOptions, run_locust
+from harness.history import History, HistoryError, HistoryRecorder, RunRecord
+from harness.load.locust_process import (
+    STARTUP_BUDGET_S,
+    STOP_TIMEOUT_S,
+    LocustExit,
+    LocustOptions,
+    run_locust,
+)
 from harness.load.locust_stats import LoadStats, StatsError, count_exceptions, read_stats
-from harness.load.merge import merge_files
+from harness.load.merge import append_to_recorder, merge_files
 from harness.load.recording import DEFAULT_SCENARIO, LoadSettings
 
 HISTORY_DIR_NAME = "load-history"
@@ -95,3 +102,46 @@ def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: 
     exceptions = count_exceptions(Path(f"{csv_prefix}_exceptions.csv"))
     return LoadResult(history, stats, exceptions, locust, "; ".join(errors) or None,
                       len(paths))
+
+
+@dataclass(slots=True)
+class PhaseReport:
+    """The load phase of a run, as its scenario entry in the summary shows it."""
+
+    duration_s: float
+    error: str | None
+    notes: list[str]
+
+
+def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
+                   token_secret: str, worker_pids: Sequence[int], users: int,
+                   seconds: float, time_left_s: float,
+                   clock_file: Path | None = None) -> PhaseReport:
+    """Load the cluster at ``host`` and append the ops to the run's live history.
+
+    The run time is ``seconds`` rounded up to whole seconds, shortened so that Locust's
+    worst case still ends within ``time_left_s``; the phase is skipped when that leaves
+    less than a second. All users start at once. The ops carry ``scenario="load"``.
+    """
+    run_time_s = min(math.ceil(seconds), math.floor(time_left_s - STOP_TIMEOUT_S
+                                                    - STARTUP_BUDGET_S))
+    if run_time_s < 1:
+        return PhaseReport(0.0, None, ["skipped: the run's time cap leaves too little time "
+                                       "for the load phase"])
+
+    options = LocustOptions(users=users, spawn_rate=users, run_time_s=run_time_s)
+    result = run_load(host, options, run_dir, token_secret=token_secret,
+                      run=recorder.history.run, origin_ns=recorder.origin_ns,
+                      worker_pids=worker_pids, clock_file=clock_file)
+    append_to_recorder(recorder, result.history.ops)
+
+    notes = [f"{users} Locust users for {run_time_s} s"]
+    if result.stats is not None:
+        total = result.stats.total
+        p95 = "-" if total.p95_ms is None else f"{total.p95_ms:g} ms"
+        notes.append(f"{total.requests} requests, {total.rps:.1f} per second, "
+                     f"{total.failures} failed, p95 {p95}")
+    if result.exceptions:
+        notes.append(f"the simulated users raised {result.exceptions} exceptions; see "
+                     f"{run_dir / 'locust_exceptions.csv'}")
+    return PhaseReport(result.locust.duration_s, result.error, notes)
