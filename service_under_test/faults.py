@@ -28,6 +28,8 @@ READ_ONCE_RESULTS: Final = "read-once-results"
 LOOKUP_TTL_SHORTER: Final = "lookup-ttl-shorter"
 RESULTS_TTL_SHORTER: Final = "results-ttl-shorter"
 PROGRESS_DROPS_TTL: Final = "progress-drops-ttl"
+ORPHANED_ON_WORKER_DEATH: Final = "orphaned-on-worker-death"
+STORE_ERROR_AS_NOT_FOUND: Final = "store-error-as-not-found"
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,6 @@ class Fault:
     symptom: str
 
 
-# TODO: orphaned-on-worker-death and store-error-as-not-found are not implemented yet,
-# so they are not registered and naming one fails at startup.
 _CATALOGUE: Final = (
     Fault(
         MEMORY_ONLY_LOOKUP,
@@ -114,6 +114,17 @@ _CATALOGUE: Final = (
         mechanism="progress writes re-set the record and lookup without a TTL, as a plain "
         "SET does, and later refreshes only touch keys that still have one",
         symptom="the scan never expires (needs virtual time)",
+    ),
+    Fault(
+        ORPHANED_ON_WORKER_DEATH,
+        mechanism="running scans have no heartbeat and readers never judge them stale; "
+        "a worker that shuts down leaves its scans as they are",
+        symptom="a scan stays scanning forever after its worker is killed or recycled",
+    ),
+    Fault(
+        STORE_ERROR_AS_NOT_FOUND,
+        mechanism="a store error on a read is taken for a missing key, without retries",
+        symptom="status not_found and results 404 during a store blip",
     ),
 )
 

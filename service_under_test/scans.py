@@ -55,6 +55,9 @@ class RunnerOptions:
     late_placeholder: bool = False
     racy_counter: bool = False
     delete_lookup_on_finish: bool = False
+    # False under the orphaned-on-worker-death fault: no heartbeat, and a cancelled scan
+    # (its worker shuts down) is left scanning instead of marked failed.
+    track_liveness: bool = True
 
 
 class ScanRunner:
@@ -94,7 +97,12 @@ class ScanRunner:
             final_status = await self._run_strategies()
         except asyncio.CancelledError:
             await self._stop_heartbeat()
-            await self._finish(ScanStatus.FAILED, self.options.request_policy, "worker shutdown")
+            if self.options.track_liveness:
+                await self._finish(ScanStatus.FAILED, self.options.request_policy,
+                                   "worker shutdown")
+            else:
+                logger.warning("scan %s cancelled by the worker's shutdown and left as it is",
+                               job.scan_id)
             raise
         except StoreUnavailableError as error:
             await self._stop_heartbeat()
@@ -243,6 +251,8 @@ class ScanRunner:
         )
 
     def _start_heartbeat(self) -> None:
+        if not self.options.track_liveness:
+            return
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"heartbeat-{self.job.scan_id}"
         )

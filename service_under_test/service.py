@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +30,7 @@ from service_under_test.models import (
     ScanningResultsResponse,
     StatusResponse,
 )
-from service_under_test.retry import RetryPolicy, call_with_retry
+from service_under_test.retry import STORE_ERRORS, RetryPolicy, call_with_retry
 from service_under_test.scans import RunnerOptions, ScanJob, ScanRunner
 from service_under_test.settings import Settings
 from service_under_test.store import KeyTtls, ScanSnapshot, ScanStatus, Store, open_store
@@ -67,6 +67,10 @@ class ScanService:
         # (user, scan id) to the first status response, filled only under stale-worker-snapshot.
         self._status_cache: dict[tuple[str, str], StatusResponse] = {}
         self._stale_scans_logged: set[str] = set()
+        # FAULT orphaned-on-worker-death: scans get no heartbeat, readers never judge them
+        # stale, and shutdown leaves them as they are, so a scan whose worker is killed or
+        # recycled stays scanning forever.
+        self._tracks_liveness = not self.active_faults.active(faults.ORPHANED_ON_WORKER_DEATH)
 
     async def startup(self) -> None:
         # FAULT worker-without-store: the store client is created lazily by the first
@@ -99,7 +103,7 @@ class ScanService:
 
         # A task cancelled before its first step never ran its own cancellation handler.
         for _, runner in running:
-            if not runner.started:
+            if not runner.started and self._tracks_liveness:
                 await runner.abandon("worker shutdown before the scan started")
 
     def _store_for_write(self) -> Store:
@@ -199,6 +203,7 @@ class ScanService:
             # FAULT lookup-deleted-on-complete: the terminal write deletes the lookup
             # key, so clients see not_found and 404 soon after complete.
             delete_lookup_on_finish=self.active_faults.active(faults.LOOKUP_DELETED_ON_COMPLETE),
+            track_liveness=self._tracks_liveness,
         )
 
     async def read_status(self, user: str, scan_id: str) -> StatusResponse:
@@ -279,15 +284,24 @@ class ScanService:
             # Only under the worker-without-store fault: this worker has served no POST.
             return None
         record_key = self._memory_lookup.get(scan_id)
-        return await call_with_retry(
-            "scan read",
-            lambda: store.read_scan(scan_id, record_key, with_results),
-            self.request_policy,
-        )
+
+        def read() -> Awaitable[ScanSnapshot | None]:
+            return store.read_scan(scan_id, record_key, with_results)
+
+        # FAULT store-error-as-not-found: a store error is taken for a missing key and is
+        # not retried, so clients see not_found and 404 during a store blip.
+        if self.active_faults.active(faults.STORE_ERROR_AS_NOT_FOUND):
+            try:
+                return await read()
+            except STORE_ERRORS as error:
+                logger.warning("store read of scan %s failed (%s: %s); answering as if it "
+                               "did not exist", scan_id, type(error).__name__, error)
+                return None
+        return await call_with_retry("scan read", read, self.request_policy)
 
     def _effective_status(self, scan_id: str, snapshot: ScanSnapshot) -> ScanStatus:
         """Return the stored status, or failed for a scanning scan whose heartbeat is stale."""
-        if snapshot.status is not ScanStatus.SCANNING:
+        if snapshot.status is not ScanStatus.SCANNING or not self._tracks_liveness:
             return snapshot.status
         age_s = time.time() - snapshot.heartbeat_at
         if age_s <= self.settings.stale_s:

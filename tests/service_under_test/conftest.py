@@ -19,6 +19,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from harness.store_proxy import StoreProxy
 from service_under_test.settings import Settings
 from tests.service_under_test.helpers import TOKEN_SECRET, run_worker
 
@@ -41,6 +42,14 @@ def store_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def store_proxy(store_url: str) -> Iterator[StoreProxy]:
+    """A store proxy in front of the session's store; workers reach it at ``proxy.url``."""
+    port = int(store_url.rsplit(":", 1)[1].split("/")[0])
+    with StoreProxy(("127.0.0.1", port)) as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ test_api.py.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
+from harness.store_proxy import CommandMatch, StoreProxy
 from tests.service_under_test.conftest import WorkerFactory
 from tests.service_under_test.helpers import (
     discover,
@@ -188,3 +191,34 @@ async def test_read_once_results(worker: WorkerFactory) -> None:
     assert first.status_code == 200
     assert len(first.json()["results"]) == 14
     assert second.status_code == 404
+
+
+async def test_orphaned_on_worker_death(
+    worker: WorkerFactory, redis_client: Redis, key_prefix: str
+) -> None:
+    fault = {"faults": "orphaned-on-worker-death", "heartbeat_s": 0.05, "stale_s": 0.2}
+    async with worker(**fault, strategy_duration_s=5.0) as accepting:
+        started = await discover(accepting)
+    # The accepting worker has shut down while the scan ran, and stale_s has passed.
+    await asyncio.sleep(0.3)
+    async with worker(**fault) as other:
+        status = await get_status(other, started["scan_id"])
+
+    stored = await redis_client.hget(f"{key_prefix}record:{started['scan_id']}", "status")
+    assert stored == "scanning"
+    assert status["status"] == "scanning"
+
+
+async def test_store_error_as_not_found(worker: WorkerFactory, store_proxy: StoreProxy) -> None:
+    async with worker(faults="store-error-as-not-found", redis_url=store_proxy.url) as client:
+        started = await discover(client)
+        scan_id = started["scan_id"]
+        store_proxy.fail_commands([CommandMatch("EVALSHA")])
+        status = await get_status(client, scan_id)
+        results = await get_results(client, scan_id)
+        store_proxy.clear_faults()
+        after = await get_status(client, scan_id)
+
+    assert status["status"] == "not_found"
+    assert results.status_code == 404
+    assert after["status"] in ("scanning", "complete")

@@ -22,6 +22,8 @@ IMPLEMENTED = [
     "lookup-ttl-shorter",
     "results-ttl-shorter",
     "progress-drops-ttl",
+    "orphaned-on-worker-death",
+    "store-error-as-not-found",
 ]
 
 
