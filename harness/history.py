@@ -25,7 +25,9 @@ Example, one poll that found a running scan::
      "total_strategies": 14}, "worker": 2, "worker_pid": 4242, ...}
 
 Moves of the virtual clock are recorded between the ops as ``clock`` records (see
-``ClockMove``), so reports can show when virtual time jumped.
+``ClockMove``), so reports can show when virtual time jumped. Each action of the nemesis
+(a killed worker, a store outage) is recorded as a ``nemesis`` record once it has ended
+(see ``NemesisWindow``), so the checker can tell which ops ran while it lasted.
 
 The checker reads only this file, never the service.
 """
@@ -40,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 
 class OpType(StrEnum):
@@ -76,6 +78,7 @@ class RunRecord:
     retention_s: float = 600.0
     stale_s: float = 30.0
     deadline_s: float = 60.0
+    retry_budget_s: float = 1.0
     run_id: str = ""
     key_prefix: str = ""
     started_at: str = ""
@@ -169,16 +172,55 @@ class ClockMove:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+@dataclass(frozen=True, slots=True)
+class NemesisWindow:
+    """One action of the nemesis, from the moment it began to the moment it ended.
+
+    ``action`` names what was done (``kill-worker``, ``store-outage``, …) and ``target``
+    what it was done to (``worker 2``, ``store``). The real times are the harness's
+    monotonic clock since the history began, like an op's ``real_ns``, and the virtual
+    times are the service's clock at the same moments. An instant action, such as a
+    reset of every connection, has equal start and end. ``data_lost`` marks an action
+    after which the store no longer holds what it held before (a flush, or a restart
+    that kept nothing), so reads that miss a scan written before it are a known loss.
+    ``options`` contains the action's parameters, for reports.
+    """
+
+    index: int
+    action: str
+    target: str
+    real_start_ns: int
+    real_end_ns: int
+    virtual_start_ns: int
+    virtual_end_ns: int
+    data_lost: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    scenario: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "nemesis", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NemesisWindow:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+RecordT = TypeVar("RecordT", ClockMove, NemesisWindow)
+
+
 @dataclass(slots=True)
 class History:
-    """A run record, its ops and its clock moves, each in the order they were written.
+    """A run record, its ops, clock moves and nemesis windows, each in the order written.
 
-    Ops and clock moves share one index sequence, so an index names one line of the file.
+    Ops, clock moves and nemesis windows share one index sequence, so an index names one
+    line of the file.
     """
 
     run: RunRecord
     ops: list[Op] = field(default_factory=list)
     clock_moves: list[ClockMove] = field(default_factory=list)
+    nemesis_windows: list[NemesisWindow] = field(default_factory=list)
 
     def pairs(self) -> Iterator[tuple[Op, Op | None]]:
         """Yield each invoke with its completion, or None when it never completed."""
@@ -239,6 +281,16 @@ class HistoryRecorder:
                 self._write_line(move.to_json())
             return move
 
+    def record_nemesis_window(self, **fields: Any) -> NemesisWindow:
+        """Append one nemesis window built from ``fields`` and return it with its index."""
+        with self._lock:
+            window = NemesisWindow(index=self._next_index, **fields)
+            self._next_index += 1
+            self.history.nemesis_windows.append(window)
+            if self._file is not None:
+                self._write_line(window.to_json())
+            return window
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
@@ -268,6 +320,8 @@ def read_history(path: Path) -> History:
         data = _parse_json(path, number, line)
         if data.get("kind") == "clock":
             history.clock_moves.append(_parse_record(ClockMove, path, number, data))
+        elif data.get("kind") == "nemesis":
+            history.nemesis_windows.append(_parse_record(NemesisWindow, path, number, data))
         else:
             history.ops.append(_parse_op(path, number, data))
     return history
@@ -286,8 +340,8 @@ def _parse_run(path: Path, line: str) -> RunRecord:
         raise HistoryError(f"{path}:1: invalid run record: {error}") from error
 
 
-def _parse_record(kind: type[ClockMove], path: Path, number: int,
-                  data: dict[str, Any]) -> ClockMove:
+def _parse_record(kind: type[RecordT], path: Path, number: int,
+                  data: dict[str, Any]) -> RecordT:
     try:
         return kind.from_json(data)
     except TypeError as error:
@@ -297,7 +351,7 @@ def _parse_record(kind: type[ClockMove], path: Path, number: int,
 
 def _parse_op(path: Path, number: int, data: dict[str, Any]) -> Op:
     if data.get("kind") != "op":
-        raise HistoryError(f"{path}:{number}: expected kind 'op' or 'clock', "
+        raise HistoryError(f"{path}:{number}: expected kind 'op', 'clock' or 'nemesis', "
                            f"found {data.get('kind')!r}")
     try:
         return Op.from_json(data)

@@ -44,24 +44,31 @@ def judge_owner_isolation(scan: Scan, context: CheckContext) -> list[Violation] 
 
 
 def judge_no_server_errors(scan: Scan, context: CheckContext) -> list[Violation] | None:
-    """Flag every response with a 5xx status code outside a nemesis window.
+    """Flag every response with a 5xx status code, except a 503 inside a nemesis window.
 
-    Applies to every request, including POSTs and reads of scans no discover returned.
-    Requests without a response are not judged.
+    Inside a window, or within the retry budget after it, a 503 is the honest response
+    to a store that cannot be read, and honest-errors judges the reads there. Any other
+    5xx is a violation everywhere. Applies to every request, including POSTs and reads
+    of scans no discover returned. Requests without a response are not judged.
     """
     violations: list[Violation] = []
     judged = 0
     for request in scan.requests:
         code = request.http_status
-        if code is None or context.in_nemesis_window(request):
+        if code is None or (code == 503 and context.in_nemesis_window(request)):
             continue
         judged += 1
         if 500 <= code <= 599:
             error = request.outcome_op.error
             detail = f" ({error})" if error else ""
+            if code == 503:
+                rule = ("Outside a nemesis window the store works, so no request may get "
+                        "a 5xx response.")
+            else:
+                rule = ("No request may get a 5xx response other than a 503 inside a "
+                        "nemesis window.")
             message = (
-                f"{request.label()} returned HTTP {code}{detail}. Outside a nemesis window "
-                "the store works, so no request may get a 5xx response. Check that "
+                f"{request.label()} returned HTTP {code}{detail}. {rule} Check that "
                 "worker's service log for the cause."
             )
             violations.append(build_violation(NO_SERVER_ERRORS, scan, [request], message))

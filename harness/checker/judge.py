@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from harness.checker.context import CheckContext
+from harness.checker.outages import describe_windows
 from harness.checker.registry import INVARIANTS, Invariant, Scope
 from harness.checker.scans import Scan, split_by_scan
 from harness.checker.verdicts import (
@@ -32,7 +34,7 @@ def check(history: History, invariants: Iterable[str] | None = None) -> CheckRes
     Raises ValueError naming every unknown invariant and listing the known ones.
     """
     selected = select_invariants(invariants)
-    context = CheckContext.from_run(history.run)
+    context = CheckContext.from_history(history)
     results: dict[str, InvariantResult] = {}
     violations: list[Violation] = []
     with _cyclic_gc_paused():
@@ -87,7 +89,7 @@ def _judge_invariant(
             result.scans_unknown += 1
         elif found:
             result.scans_failed += 1
-            violations.extend(found)
+            violations.extend(_with_windows(violation, scan, context) for violation in found)
         else:
             result.scans_passed += 1
 
@@ -99,6 +101,26 @@ def _judge_invariant(
         more = f", and {len(errors) - 1} more scans raised" if len(errors) > 1 else ""
         result.error = errors[0] + more
     return result, violations
+
+
+def _with_windows(violation: Violation, scan: Scan, context: CheckContext) -> Violation:
+    """Add the nemesis windows that the violation's first request overlapped, if any."""
+    if not context.windows or not violation.op_indices:
+        return violation
+    first_op = violation.op_indices[0]
+    request = next((request for request in scan.requests
+                    if request.outcome_op.index == first_op), None)
+    if request is None:
+        return violation
+    windows = context.windows_around(request)
+    if not windows:
+        return violation
+    message = violation.message
+    unnamed = [window for window in windows if f"nemesis window {window.index} " not in message]
+    if unnamed:
+        message += f" It ran during {describe_windows(unnamed)}."
+    return dataclasses.replace(violation, message=message,
+                               nemesis_windows=tuple(window.index for window in windows))
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from harness.checker import access, progress, retention
+from harness.checker import access, liveness, outages, progress, retention
 from harness.checker.context import CheckContext
 from harness.checker.scans import Scan
 from harness.checker.verdicts import Violation
@@ -74,6 +74,16 @@ INVARIANTS: dict[str, Invariant] = {
             access.judge_owner_isolation,
         ),
         Invariant(
+            liveness.TERMINATES,
+            "every accepted scan is seen complete or failed within deadline_s of virtual time",
+            liveness.judge_terminates,
+        ),
+        Invariant(
+            outages.HONEST_ERRORS,
+            "during a nemesis window, the owner's reads return the scan or 503",
+            outages.judge_honest_errors,
+        ),
+        Invariant(
             access.NO_SERVER_ERRORS,
             "no request gets a 5xx response outside a nemesis window",
             access.judge_no_server_errors,
@@ -81,6 +91,4 @@ INVARIANTS: dict[str, Invariant] = {
         ),
     )
 }
-"""Every invariant the checker judges, by name.
-
-NOTE: terminates, honest-errors and expires are not built yet."""
+"""Every invariant the checker judges, by name."""

@@ -69,7 +69,8 @@ def judge_results_after_complete(scan: Scan, context: CheckContext) -> list[Viol
 
     A results read invoked after the first ``complete`` read completed, and completed
     before T_lo + retention, must return 200 with status complete and one distinct entry
-    per strategy the POST promised. 503 and info carry no data and are skipped.
+    per strategy the POST promised. 503 and info carry no data and are skipped, and so
+    are reads after a data-losing store action.
     """
     post = _post_of(scan)
     first_complete: Request | None = None
@@ -91,6 +92,8 @@ def judge_results_after_complete(scan: Scan, context: CheckContext) -> list[Viol
         if read.is_info or read.http_status == 503 or read.end_virtual_ns is None:
             continue
         if read.end_virtual_ns >= deadline_ns:
+            continue
+        if context.store_lost_data(bounds.t_lo_request, read):
             continue
         judged += 1
         problems = _results_problems(read, scan.promised)

@@ -61,6 +61,10 @@ class Violation:
     message: str
     """Sentences a person can act on: what happened and which rule it breaks."""
 
+    nemesis_windows: tuple[int, ...] = ()
+    """History indices of the nemesis windows that the first op's request overlapped,
+    retry budget included. The message names them too."""
+
     def to_json(self) -> dict[str, object]:
         return {
             "invariant": self.invariant,
@@ -70,6 +74,7 @@ class Violation:
             "real_s": list(self.real_s),
             "virtual_s": list(self.virtual_s),
             "message": self.message,
+            "nemesis_windows": list(self.nemesis_windows),
         }
 
 

@@ -813,7 +813,7 @@ def test_unknown_invariant_name_raises() -> None:
     assert str(raised.value) == (
         "unknown invariants 'monotonic', 'expiry'. Known invariants: known-scan-found, "
         "results-after-complete, expires, progress-sane, monotonic-reads, complete-is-whole, "
-        "owner-isolation, no-server-errors."
+        "owner-isolation, terminates, honest-errors, no-server-errors."
     )
 
 
