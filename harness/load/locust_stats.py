@@ -132,13 +132,19 @@ class ThresholdResult:
     @property
     def message(self) -> str:
         relation = {"max-p95-ms": "<=", "max-fail-ratio": "<=", "min-rps": ">="}[self.name]
-        measured = "no data" if self.measured is None else f"{self.measured:g}"
+        measured = "no data" if self.measured is None else format_number(self.measured)
         verdict = "met" if self.passed else "missed"
-        return f"--{self.name}: measured {measured}, required {relation} {self.limit:g}: {verdict}"
+        return (f"--{self.name}: measured {measured}, required {relation} "
+                f"{format_number(self.limit)}: {verdict}")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "limit": self.limit, "measured": self.measured,
                 "passed": self.passed}
+
+
+def format_number(value: float) -> str:
+    """Format a figure or limit the way a user types it: ``1000000``, ``0.05``, ``12.5``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def judge_thresholds(stats: LoadStats | None, thresholds: Thresholds) -> list[ThresholdResult]:

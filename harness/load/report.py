@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.checker import Verdict, Violation
-from harness.load.locust_stats import EndpointStats
+from harness.load.locust_stats import EndpointStats, format_number
 from harness.report import VERDICT_STYLES, count_ops, summary
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def rerun_command(outcome: LoadOutcome) -> str:
                           ("--max-fail-ratio", thresholds.max_fail_ratio),
                           ("--min-rps", thresholds.min_rps)):
         if value is not None:
-            argv += [option, f"{value:g}"]
+            argv += [option, format_number(value)]
     return shlex.join(argv)
 
 
