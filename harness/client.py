@@ -18,10 +18,10 @@ Every request becomes an invoke op and a completion op in the history (see
 ``harness.history``), with the worker that really served it, which the client reads from
 the answer rather than assuming.
 
-NOTE: when a pinned worker dies, the HTTP pool opens a new connection on the next request
-to its slot, and whichever worker accepts it answers. The op then records the worker that
-really served it (or no index, for a replacement worker), but the slot is not pinned
-again.
+When a pinned worker dies, the HTTP pool opens a new connection on the next request to
+its slot, and whichever worker accepts it answers. The op then records the worker that
+really served it (or no index, for a replacement worker). ``repin(slot)`` pins the slot
+to the replacement; the nemesis calls it after every worker it kills or recycles.
 
 Example::
 
@@ -185,6 +185,60 @@ class RoutingClient:
         log.info("pinned one connection to each of %d workers after %d connections: pids %s",
                  expected, attempts, self.worker_pids)
         return self.worker_pids
+
+    def repin(
+        self,
+        slot: int,
+        worker_pid: int | None = None,
+        *,
+        probe_path: str = "/healthz",
+        max_connections: int = MAX_PIN_CONNECTIONS,
+        timeout_s: float = 30.0,
+    ) -> int:
+        """Pin ``slot`` to a worker again, after its worker was replaced or paused.
+
+        With ``worker_pid``, the slot is pinned to that worker; without, to any worker
+        that no other slot holds, such as the replacement of a dead worker. The slot keeps
+        its index, so steps that name worker ``slot`` reach the new worker from now on.
+        The slot's own connection is kept when it still reaches such a worker. Returns
+        the pid now pinned. Raises RoutingError when ``max_connections`` connections or
+        ``timeout_s`` seconds found no such worker.
+        """
+        if not 0 <= slot < self.worker_count:
+            raise ValueError(f"worker {slot} does not exist: workers are 0 to "
+                             f"{self.worker_count - 1}")
+        others = {connection.worker_pid for index, connection in enumerate(self._connections)
+                  if index != slot}
+
+        def wanted(pid: int) -> bool:
+            return pid == worker_pid if worker_pid is not None else pid not in others
+
+        old = self._connections[slot]
+        with old.lock:
+            kept = _probe(old.http, probe_path)
+            if kept is not None and wanted(kept):
+                self._connections[slot] = _PinnedConnection(old.http, kept)
+                return kept
+
+            deadline = time.monotonic() + timeout_s
+            for attempt in range(1, max_connections + 1):
+                if time.monotonic() >= deadline:
+                    break
+                http = self._new_http()
+                pid = _probe(http, probe_path)
+                if pid is not None and wanted(pid):
+                    old.http.close()
+                    self._connections[slot] = _PinnedConnection(http, pid)
+                    log.info("pinned worker %d again after %d connections: pid %d (was %d)",
+                             slot, attempt, pid, old.worker_pid)
+                    return pid
+                http.close()
+                if pid is None:
+                    time.sleep(0.02)
+        target = f"pid {worker_pid}" if worker_pid is not None else "a worker no slot holds"
+        raise RoutingError(f"could not pin worker {slot} to {target} within {max_connections} "
+                           f"connections or {timeout_s:.0f} s; is that worker alive and "
+                           f"answering {probe_path}?")
 
     def sync_clock(self, seq: int, *, probe_path: str = "/healthz",
                    timeout_s: float = 10.0) -> None:
@@ -378,6 +432,15 @@ def summarize(f: Function, status_code: int, body: dict[str, Any] | None) -> dic
     else:
         value["progress"] = None
     return value
+
+
+def _probe(http: httpx.Client, probe_path: str) -> int | None:
+    """Return the pid of the worker that answers ``probe_path`` on ``http``, or None."""
+    try:
+        return int(http.get(probe_path).headers[WORKER_HEADER])
+    except (httpx.HTTPError, KeyError, ValueError) as error:
+        log.debug("probe found no worker: %s", error)
+        return None
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any] | None:

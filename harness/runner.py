@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from harness.checker import INVARIANTS, CheckResult, Verdict, check
 from harness.client import RoutingClient, RoutingError
@@ -30,13 +31,16 @@ from harness.clock import ClockError, VirtualClock
 from harness.clock_follower import DRIVERS
 from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, ClockState, write_state
 from harness.cluster import Cluster, ClusterConfig
+from harness.follow_up import follow_open_scans
 from harness.history import History, HistoryRecorder, RunRecord
 from harness.load.phase import run_load_phase
 from harness.load.recording import DEFAULT_SCENARIO as LOAD_SCENARIO
+from harness.nemesis import Nemesis, NemesisError
 from harness.processes import StartError
 from harness.report import write_reports
 from harness.scenario import Scenario, ScenarioAborted, ScenarioContext, select
 from harness.store import Store, make_store
+from harness.store_proxy import StoreProxy, proxied_url
 from service_under_test.auth import mint_token
 from service_under_test.faults import UnknownFaultError, parse_fault_names
 
@@ -81,6 +85,10 @@ class RunConfig:
     strategy_duration_s: float = 0.07
     scan_timeout_s: float = 10.0
     clock_driver: str = "time-machine"
+    store_retry_budget_s: float = 1.0
+    # Workers reach the store through the store proxy, which the nemesis needs for its
+    # store faults; it adds about 0.1 ms to each store round trip.
+    store_proxy: bool = True
     # The Locust load phase after the scenarios. scan-harness run sets 10 s; the library
     # default of 0 skips it, so that runs compared step by step stay free of random load.
     load_seconds: float = 0.0
@@ -170,23 +178,33 @@ def service_environment(config: RunConfig, store: Store, secret: str, seed: int,
         "SCAN_SERVICE_STRATEGY_DURATION_S": str(config.strategy_duration_s),
         "SCAN_SERVICE_RETENTION_S": str(config.retention_s),
         "SCAN_SERVICE_STALE_S": str(config.stale_s),
+        "SCAN_SERVICE_STORE_RETRY_BUDGET_S": str(config.store_retry_budget_s),
     }
 
 
 @contextlib.contextmanager
 def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
-                    secret: str, *, port: int = 0) -> Iterator[tuple[Store, Cluster]]:
-    """Start the store and the cluster, and stop both on the way out, in any case."""
+                    secret: str, *, port: int = 0,
+                    proxy: StoreProxy | None = None) -> Iterator[tuple[Store, Cluster]]:
+    """Start the store and the cluster, and stop both on the way out, in any case.
+
+    With ``proxy`` (not started yet), the proxy is started in front of the store and the
+    workers get its URL instead of the store's.
+    """
     store = make_store(config.store, key_prefix=f"scan-harness:{run_id}:")
     clock_file = run_dir / "clock.json"
     write_state(clock_file, ClockState())
     cluster: Cluster | None = None
     try:
         store.start(run_dir, clock_file)
+        env = service_environment(config, store, secret, seed, clock_file)
+        if proxy is not None:
+            proxy.upstream = _host_port(store.url)
+            proxy.start()
+            env["SCAN_SERVICE_REDIS_URL"] = proxied_url(store.url, proxy.host, proxy.port)
         cluster = Cluster(
             ClusterConfig(workers=config.workers, worker_class=config.worker_class,  # type: ignore[arg-type]
-                          port=port,
-                          env=service_environment(config, store, secret, seed, clock_file)),
+                          port=port, env=env),
             run_dir,
         )
         cluster.start()
@@ -194,7 +212,23 @@ def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
     finally:
         if cluster is not None:
             cluster.stop()
+        if proxy is not None:
+            proxy.stop()
         store.stop()
+
+
+def uses_store_proxy(config: RunConfig) -> bool:
+    """Return whether the run's workers reach the store through the store proxy.
+
+    The proxy parses plain RESP over TCP, so a TLS (rediss://) or Unix socket store is
+    reached directly, and the nemesis then has no store faults.
+    """
+    return config.store_proxy and not config.store.startswith(("rediss://", "unix://"))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
 def execute(config: RunConfig, *, progress: Callable[[str], None] | None = None) -> RunOutcome:
@@ -212,7 +246,8 @@ def execute(config: RunConfig, *, progress: Callable[[str], None] | None = None)
     record = RunRecord(
         seed=seed, faults=tuple(config.faults), store=config.store, workers=config.workers,
         worker_class=config.worker_class, retention_s=config.retention_s,
-        stale_s=config.stale_s, deadline_s=config.deadline_s, run_id=run_id,
+        stale_s=config.stale_s, deadline_s=config.deadline_s,
+        retry_budget_s=config.store_retry_budget_s, run_id=run_id,
         key_prefix=f"scan-harness:{run_id}:",
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
@@ -254,13 +289,17 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     try:
         say(f"starting the {config.store} store and {config.workers} "
             f"{config.worker_class} workers")
-        with running_cluster(config, run_dir, seed, run_id, secret) as (store, cluster):
+        proxy = StoreProxy(("127.0.0.1", 0)) if uses_store_proxy(config) else None
+        with running_cluster(config, run_dir, seed, run_id, secret,
+                             proxy=proxy) as (store, cluster):
             clock_file = run_dir / "clock.json"
             client = RoutingClient(cluster.base_url, recorder,
                                    token_for=lambda user: mint_token(secret, user))
             clock = VirtualClock(clock_file, stale_s=config.stale_s, store=store,
                                  sync_workers=client.sync_clock, recorder=recorder)
             client.set_virtual_clock(clock.now_ns)
+            nemesis = Nemesis(cluster=cluster, client=client, recorder=recorder, store=store,
+                              proxy=proxy, clock=clock, run_dir=run_dir)
             try:
                 outcome.worker_pids = client.pin_workers(config.workers,
                                                          is_alive=cluster.check_alive)
@@ -271,11 +310,15 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                                 for index, pid in enumerate(outcome.worker_pids)))
                 for chosen_scenario in chosen:
                     outcome.scenarios.append(_run_scenario(chosen_scenario, client, clock,
-                                                           config, seed, deadline, say))
+                                                           nemesis, config, seed, deadline,
+                                                           say))
+                # Workers the nemesis replaced have new pids in their slots.
+                outcome.worker_pids = client.worker_pids
                 if config.load_seconds > 0:
                     outcome.scenarios.append(_run_load_phase(config, cluster.base_url,
                                                              recorder, secret, outcome,
                                                              deadline, say))
+                _follow_up(outcome, client, clock, recorder, config, deadline)
             finally:
                 client.close()
     except RoutingError as error:
@@ -291,11 +334,12 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
 
 
 def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
-                  config: RunConfig, seed: int, deadline: float,
+                  nemesis: Nemesis, config: RunConfig, seed: int, deadline: float,
                   say: Callable[[str], None]) -> ScenarioOutcome:
     say(f"scenario {chosen.name}: {chosen.summary}")
+    nemesis.scenario = chosen.name
     context = ScenarioContext(
-        name=chosen.name, client=client, clock=clock,
+        name=chosen.name, client=client, clock=clock, nemesis=nemesis,
         rng=random.Random(f"{seed}:{chosen.name}"), deadline=deadline,
         retention_s=config.retention_s, stale_s=config.stale_s,
         scan_timeout_s=config.scan_timeout_s, process=client.new_process(),
@@ -304,11 +348,18 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
     error = None
     try:
         chosen.run(context)
-    except (ScenarioAborted, ClockError) as aborted:
+    except (ScenarioAborted, ClockError, NemesisError) as aborted:
         error = str(aborted)
         log.warning("scenario %s stopped early: %s", chosen.name, aborted)
     finally:
-        # Every scenario starts on a ticking clock, wherever the last one left it.
+        # Every scenario starts with no fault in effect and on a ticking clock, wherever
+        # the last one left them.
+        try:
+            nemesis.heal()
+        except NemesisError as heal_error:
+            log.error("could not end the faults of scenario %s: %s", chosen.name, heal_error)
+            error = error or str(heal_error)
+        nemesis.scenario = None
         if clock.state.frozen:
             clock.tick(scenario=chosen.name)
     return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None,
@@ -331,6 +382,20 @@ def _run_load_phase(config: RunConfig, base_url: str, recorder: HistoryRecorder,
                            phase.duration_s, 0, phase.error, phase.notes)
 
 
+def _follow_up(outcome: RunOutcome, client: RoutingClient, clock: VirtualClock,
+               recorder: HistoryRecorder, config: RunConfig, deadline: float) -> None:
+    """Poll every open scan until it ended or its deadline passed (see harness.follow_up)."""
+    started = time.monotonic()
+    notes = follow_open_scans(client, clock, recorder.history, deadline_s=config.deadline_s,
+                              stop_at=deadline)
+    outcome.timings_s["follow_up"] = time.monotonic() - started
+    by_name = {scenario_outcome.name: scenario_outcome for scenario_outcome in outcome.scenarios}
+    for scenario, note in notes:
+        log.warning("follow-up of scenario %s: %s", scenario, note)
+        if scenario in by_name:
+            by_name[scenario].notes.append(note)
+
+
 def _judge(outcome: RunOutcome, recorder: HistoryRecorder, chosen: list[Scenario],
            started: float) -> RunOutcome:
     history = recorder.history
@@ -338,7 +403,9 @@ def _judge(outcome: RunOutcome, recorder: HistoryRecorder, chosen: list[Scenario
     for scenario_outcome in outcome.scenarios:
         ops = [op for op in history.ops if op.scenario == scenario_outcome.name]
         scenario_outcome.ops = len(ops)
-        scenario_outcome.result = check(History(history.run, ops), scenario_outcome.invariants)
+        scenario_history = History(history.run, ops,
+                                   nemesis_windows=history.nemesis_windows)
+        scenario_outcome.result = check(scenario_history, scenario_outcome.invariants)
         scenario_outcome.verdict = scenario_outcome.result.verdict
     outcome.result = check(history)
     outcome.verdict = outcome.result.verdict

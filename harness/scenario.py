@@ -32,6 +32,7 @@ from typing import Any
 
 from harness.client import Answer, Route, RouteSpec, RoutingClient
 from harness.clock import VirtualClock
+from harness.nemesis import Nemesis
 
 TERMINAL_STATES = frozenset({"complete", "failed"})
 
@@ -108,6 +109,7 @@ class ScenarioContext:
     rng: random.Random
     deadline: float
     clock: VirtualClock | None = None
+    nemesis: Nemesis | None = None
     retention_s: float = 600.0
     stale_s: float = 30.0
     user: str = "alice"
@@ -149,15 +151,18 @@ class ScenarioContext:
 
     def poll_until_terminal(self, scan_id: str, *, route: RouteSpec = Route.NEXT,
                             user: str | None = None,
-                            until: Callable[[Answer], bool] | None = None) -> Answer | None:
+                            until: Callable[[Answer], bool] | None = None,
+                            timeout_s: float | None = None) -> Answer | None:
         """Poll the scan's status until it is terminal (or ``until`` holds).
 
-        Returns the answer that ended the wait, or None when ``scan_timeout_s`` passed
-        first or the scan answered only not_found for ``lost_after_s``: a scan that never
-        finishes is for the checker to judge, not the scenario.
+        Returns the answer that ended the wait, or None when ``timeout_s`` (default:
+        ``scan_timeout_s``) passed first or the scan answered only not_found for
+        ``lost_after_s``: a scan that never finishes is for the checker to judge, not
+        the scenario.
         """
         stop = until or (lambda answer: answer.status in TERMINAL_STATES)
-        deadline = min(time.monotonic() + self.scan_timeout_s, self.deadline)
+        timeout_s = self.scan_timeout_s if timeout_s is None else timeout_s
+        deadline = min(time.monotonic() + timeout_s, self.deadline)
         found_at = time.monotonic()
         while time.monotonic() < deadline:
             answer = self.status(scan_id, route=route, user=user)
@@ -171,7 +176,7 @@ class ScenarioContext:
                 return None
             time.sleep(self.poll_interval_s)
         self.notes.append(f"scan {scan_id} did not reach the awaited state within "
-                          f"{self.scan_timeout_s:.0f} s")
+                          f"{timeout_s:.0f} s")
         return None
 
     def freeze(self) -> None:
@@ -196,6 +201,12 @@ class ScenarioContext:
 
     def each_worker(self) -> range:
         return range(self.workers)
+
+    def require_nemesis(self) -> Nemesis:
+        """Return the run's nemesis, or stop the scenario when the run has none."""
+        if self.nemesis is None:
+            raise ScenarioAborted("this scenario injects faults, but the run has no nemesis")
+        return self.nemesis
 
     def _clock(self) -> VirtualClock:
         if self.clock is None:
