@@ -1,8 +1,9 @@
 """``scan-harness serve``: the reference service on a cluster, kept up until Ctrl-C.
 
-For exploring by hand, and for pointing a plain Locust run or a browser at a cluster:
-it prints the URL, the token secret, ready-made tokens, the command that mints more, and
-the commands that load the cluster with plain Locust and judge what its users saw.
+For exploring by hand, and for pointing a plain Locust run or a browser at a cluster.
+It prints the URL, the token secret, ready-made tokens and the command that mints more.
+It also prints the commands that load the cluster with plain Locust and judge what the
+Locust users saw.
 """
 
 from __future__ import annotations

@@ -215,6 +215,7 @@ class ProcessHistory:
         self.clock = VirtualClockReader(settings.clock_file)
         self._pid: int | None = None
         self._file: IO[str] | None = None
+        self._opened = False  # whether this OS process has created its file already
         self._next_index = 0
         self._next_process = 0
 
@@ -306,8 +307,14 @@ class ProcessHistory:
     def _open(self) -> None:
         path = self.path
         assert path is not None
+        if self._opened:
+            # An op after close(), such as a user still stopping when Locust quits, is
+            # appended: reopening for writing would truncate the file.
+            self._file = path.open("a", encoding="utf-8")
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("w", encoding="utf-8")
+        self._opened = True
         run = self.settings.run or RunRecord(seed=0, store="unknown")
         self._file.write(json.dumps(run.to_json(), separators=(",", ":")) + "\n")
 
@@ -319,6 +326,7 @@ class ProcessHistory:
         # The parent's file object, if any, is dropped without a flush, which would write
         # the parent's buffered lines a second time.
         self._file = None
+        self._opened = False
         self._pid = pid
         self._next_index = 0
         self._next_process = 0

@@ -194,3 +194,15 @@ def test_run_record_line_first(tmp_path: Path) -> None:
     first_line = only_file(tmp_path / "h").read_text(encoding="utf-8").splitlines()[0]
     assert json.loads(first_line)["kind"] == "run"
     assert json.loads(first_line)["seed"] == 5
+
+
+def test_op_after_close_appends(tmp_path: Path) -> None:
+    history = ProcessHistory(settings(tmp_path))
+    first = history.invoke(Function.STATUS, process=1, user="u1", scan_id="s1", value=None)
+    history.close()
+
+    history.complete(first, status_code=200, body=STATUS_BODY, worker_pid=1, text=None)
+    history.close()
+
+    ops = read_history(only_file(tmp_path / "h")).ops
+    assert [(op.index, op.type) for op in ops] == [(0, OpType.INVOKE), (1, OpType.OK)]
