@@ -18,20 +18,24 @@ from typing import NoReturn
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.checker import INVARIANTS, Verdict, check
+from harness.client import RoutingError
 from harness.clock_follower import DRIVERS
 from harness.history import HistoryError, read_history
-from harness.report import print_summary
+from harness.processes import StartError
+from harness.report import print_summary, print_violation
 from harness.runner import ConfigError, ExitCode, RunConfig, Terminated, execute
 from harness.scenario import registry
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# soft_wrap keeps long lines (replay commands, tokens) whole when output is not a terminal.
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}")
+    errors.print(Text.assemble(("error: ", "bold red"), message))
     sys.exit(ExitCode.HARNESS_ERROR)
 
 
@@ -61,13 +65,18 @@ def cli() -> None:
 @click.option("--load-seconds", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Length of the Locust load phase after the scenarios, in seconds; "
                    "0 skips it.")
+@click.option("--scenario-budget", type=click.FloatRange(min=0), default=10.0,
+              show_default=True,
+              help="Real seconds for scenarios without a natural end (naive-random-load).")
 def run(workers: int, worker_class: str, store: str, faults: tuple[str, ...],
         scenarios: tuple[str, ...], seed: int | None, out: Path | None,
-        max_seconds: float, clock_driver: str, load_seconds: float) -> None:
+        max_seconds: float, clock_driver: str, load_seconds: float,
+        scenario_budget: float) -> None:
     """Run scenarios against the reference service and judge the history."""
     config = RunConfig(seed=seed, workers=workers, worker_class=worker_class, store=store,
                        faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds,
-                       clock_driver=clock_driver, load_seconds=load_seconds)
+                       clock_driver=clock_driver, load_seconds=load_seconds,
+                       scenario_budget_s=scenario_budget)
     try:
         outcome = execute(config, progress=lambda message: console.print(f"· {message}"))
     except ConfigError as error:
@@ -124,9 +133,7 @@ def check_history(history_path: Path) -> None:
         _fail(f"{error}; pass the history.jsonl of a run directory")
     result = check(history)
     for violation in result.violations:
-        console.print(f"[red]violation[/] [{violation.invariant}] scan {violation.scan_id} "
-                      f"workers {list(violation.workers)} ops {list(violation.op_indices)}: "
-                      f"{violation.message}")
+        print_violation(console, violation)
     for name, invariant in result.invariants.items():
         console.print(f"{name}: {invariant.verdict.value} ({invariant.scans_passed} passed, "
                       f"{invariant.scans_failed} failed, {invariant.scans_unknown} no data)")
@@ -265,6 +272,46 @@ def serve(workers: int, worker_class: str, store: str, faults: tuple[str, ...], 
         serve_until_interrupted(config, port, console)
     except ConfigError as error:
         _fail(str(error))
+    except (StartError, RoutingError) as error:
+        _fail(f"the cluster did not start: {error}")
+
+
+@cli.command()
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seeds per fault and for the correct service.")
+@click.option("--first-seed", type=int, default=1, show_default=True,
+              help="The first seed; the others follow it.")
+@click.option("--store", default="fakeredis", show_default=True,
+              help="fakeredis (embedded), redis-server (spawned) or a redis:// URL.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME",
+              help="Only this fault; repeatable. Default: every fault of the registry.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Runs at a time, each with its own cluster.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run each fault under naive random load, for comparison.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the runs, matrix.json and matrix.md. "
+                   "Default: .harness-runs/matrix-<time>/.")
+def matrix(seeds: int, first_seed: int, store: str, faults: tuple[str, ...], jobs: int,
+           baseline: bool, out: Path | None) -> None:
+    """Run every scenario against the correct service and each fault, over several seeds."""
+    from harness.matrix import MatrixConfig, markdown, run_matrix
+    from harness.store import make_store
+
+    try:
+        make_store(store, key_prefix="")
+    except ValueError as error:
+        _fail(str(error))
+    config = MatrixConfig(seeds=seeds, first_seed=first_seed, store=store, out=out, jobs=jobs,
+                          baseline=baseline, faults=faults)
+    try:
+        result = run_matrix(config, progress=lambda message: console.print(f"· {message}"))
+    except ValueError as error:
+        _fail(f"{error}; scan-harness faults lists them")
+    console.print(markdown(result))
+    console.print(f"matrix written to {result.out / 'matrix.md'} and "
+                  f"{result.out / 'matrix.json'}")
+    sys.exit(result.exit_code)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -276,6 +323,9 @@ def main() -> None:
     SIGTERM as on Ctrl-C."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        # A shell starts background jobs with SIGINT ignored; Ctrl-C and `kill -INT` must
+        # still stop the run and its processes.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -63,6 +63,7 @@ class Route(Enum):
     ACCEPTING = "accepting"  # the worker that answered the scan's POST
     OTHER = "other"  # the worker after the accepting one
     NEXT = "next"  # round-robin over every worker
+    ANY = "any"  # a new connection per request: whichever worker accepts it (no routing)
 
 
 RouteSpec = int | Route
@@ -329,6 +330,9 @@ class RoutingClient:
     def _send(self, f: Function, method: str, path: str, user: str, *, scan_id: str | None,
               route: RouteSpec, process: int, scenario: str | None,
               body: dict[str, Any] | None = None) -> Answer:
+        if route is Route.ANY:
+            return self._send_unrouted(f, method, path, user, scan_id=scan_id,
+                                       process=process, scenario=scenario, body=body)
         worker = self.resolve(route, scan_id)
         connection = self._connections[worker]
         invoke = self.recorder.record(
@@ -348,12 +352,38 @@ class RoutingClient:
 
         return self._complete(invoke, f, response, worker)
 
+    def _send_unrouted(self, f: Function, method: str, path: str, user: str, *,
+                       scan_id: str | None, process: int, scenario: str | None,
+                       body: dict[str, Any] | None) -> Answer:
+        """Send one request over a new connection, as a client without routing would."""
+        invoke = self.recorder.record(
+            type=OpType.INVOKE, f=f, process=process, user=user, scan_id=scan_id,
+            scenario=scenario, real_ns=self.recorder.real_ns(),
+            virtual_ns=self._virtual_ns(), value=body or None,
+        )
+        headers = {"Authorization": f"Bearer {self._token_for(user)}"}
+        with self._new_http() as http:
+            try:
+                response = http.request(method, path, headers=headers,
+                                        json=body if method == "POST" else None)
+            except httpx.HTTPError as error:
+                op = self.recorder.record(
+                    type=OpType.INFO, f=f, process=process, user=user, scan_id=scan_id,
+                    scenario=scenario, real_ns=self.recorder.real_ns(),
+                    virtual_ns=self._virtual_ns(), invoke_index=invoke.index,
+                    error=f"{type(error).__name__}: {error}")
+                return Answer(None, None, None, op, invoke)
+            answer = self._complete(invoke, f, response, None)
+        if f is Function.DISCOVER and answer.scan_id is not None and answer.worker is not None:
+            self._accepting[answer.scan_id] = answer.worker
+        return answer
+
     def _complete(self, invoke: Op, f: Function, response: httpx.Response,
-                  intended_worker: int) -> Answer:
+                  intended_worker: int | None) -> Answer:
         body = _json_body(response)
         worker_pid = _worker_pid(response)
         worker = self._index_of(worker_pid)
-        if worker != intended_worker:
+        if intended_worker is not None and worker != intended_worker:
             log.warning("op %d was routed to worker %d but served by %s (pid %s)",
                         invoke.index, intended_worker, worker, worker_pid)
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.checker import Verdict, Violation
 from harness.history import History, OpType
@@ -52,6 +53,11 @@ def replay_command(outcome: RunOutcome) -> str:
         argv += ["--fault", fault]
     for name in config.scenarios:
         argv += ["--scenario", name]
+    # Compared with the command line's defaults, which the replay command relies on.
+    if config.load_seconds != 10.0:
+        argv += ["--load-seconds", f"{config.load_seconds:g}"]
+    if config.scenario_budget_s != 10.0:
+        argv += ["--scenario-budget", f"{config.scenario_budget_s:g}"]
     return shlex.join(argv)
 
 
@@ -155,6 +161,11 @@ def write_reports(outcome: RunOutcome) -> None:
                              xml_declaration=True)
 
 
+def print_violation(console: Console, violation: Violation) -> None:
+    """Print one violation; its text is never read as rich markup ("[invariant]")."""
+    console.print(Text.assemble(("violation ", "red"), _violation_line(violation)))
+
+
 def _violation_line(violation: Violation) -> str:
     workers = ", ".join(str(worker) for worker in violation.workers) or "-"
     ops = ", ".join(str(index) for index in violation.op_indices)
@@ -187,16 +198,16 @@ def print_summary(outcome: RunOutcome, console: Console, *, max_violations: int 
 
     violations = outcome.result.violations if outcome.result else []
     for violation in violations[:max_violations]:
-        console.print(f"[red]violation[/] {_violation_line(violation)}", highlight=False)
+        print_violation(console, violation)
     if len(violations) > max_violations:
         console.print(f"... and {len(violations) - max_violations} more in "
                       f"{outcome.run_dir / 'summary.json'}")
 
     if outcome.error:
-        console.print(f"[bold red]error:[/] {outcome.error}", highlight=False)
+        console.print(Text.assemble(("error: ", "bold red"), outcome.error))
     verdict = outcome.verdict.value if outcome.verdict else "error"
     style = VERDICT_STYLES.get(verdict, "bold red")
     console.print(f"verdict: [{style}]{verdict}[/] (exit {outcome.exit_code}); "
                   f"seed {outcome.seed}; run directory {outcome.run_dir}", highlight=False)
     if outcome.exit_code != 0:
-        console.print(f"replay: {replay_command(outcome)}", highlight=False)
+        console.print(Text(f"replay: {replay_command(outcome)}"))

@@ -84,6 +84,8 @@ class RunConfig:
     deadline_s: float = 60.0
     strategy_duration_s: float = 0.07
     scan_timeout_s: float = 10.0
+    # Real seconds for a scenario without a natural end, such as the naive baseline.
+    scenario_budget_s: float = 10.0
     clock_driver: str = "time-machine"
     store_retry_budget_s: float = 1.0
     # Workers reach the store through the store proxy, which the nemesis needs for its
@@ -160,6 +162,9 @@ def make_run_dir(out: Path | None, seed: int) -> Path:
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = DEFAULT_RUNS_DIR / f"{stamp}-{seed}"
+    if (out / "history.jsonl").exists():
+        raise ConfigError(f"the run directory {out} already holds a run (history.jsonl); "
+                          "give another --out, or delete that directory first")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -342,7 +347,8 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
         name=chosen.name, client=client, clock=clock, nemesis=nemesis,
         rng=random.Random(f"{seed}:{chosen.name}"), deadline=deadline,
         retention_s=config.retention_s, stale_s=config.stale_s,
-        scan_timeout_s=config.scan_timeout_s, process=client.new_process(),
+        scan_timeout_s=config.scan_timeout_s, budget_s=config.scenario_budget_s,
+        process=client.new_process(),
     )
     started = time.monotonic()
     error = None

@@ -49,6 +49,8 @@ class Scenario:
     name: str
     invariants: tuple[str, ...]
     run: Callable[[ScenarioContext], None]
+    # False for scenarios that run only when named, such as the matrix's naive baseline.
+    default: bool = True
 
     @property
     def summary(self) -> str:
@@ -59,7 +61,7 @@ class Scenario:
 _REGISTRY: dict[str, Scenario] = {}
 
 
-def scenario(name: str, *, invariants: tuple[str, ...]) -> Callable[
+def scenario(name: str, *, invariants: tuple[str, ...], default: bool = True) -> Callable[
         [Callable[[ScenarioContext], None]], Callable[[ScenarioContext], None]]:
     """Register the decorated function as the scenario ``name``."""
 
@@ -68,7 +70,7 @@ def scenario(name: str, *, invariants: tuple[str, ...]) -> Callable[
         if name in _REGISTRY and _REGISTRY[name].run is not function:
             raise ValueError(f"two scenarios are named {name!r}: "
                              f"{_REGISTRY[name].run.__module__} and {function.__module__}")
-        _REGISTRY[name] = Scenario(name, invariants, function)
+        _REGISTRY[name] = Scenario(name, invariants, function, default)
         return function
 
     return register
@@ -84,10 +86,10 @@ def registry() -> dict[str, Scenario]:
 
 
 def select(names: list[str] | tuple[str, ...] | None) -> list[Scenario]:
-    """Return the named scenarios, or all of them; an unknown name raises ValueError."""
+    """Return the named scenarios, or every default one; an unknown name raises ValueError."""
     known = registry()
     if not names:
-        return list(known.values())
+        return [entry for entry in known.values() if entry.default]
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown scenario {unknown[0]!r}; known scenarios: "
@@ -112,6 +114,8 @@ class ScenarioContext:
     nemesis: Nemesis | None = None
     retention_s: float = 600.0
     stale_s: float = 30.0
+    # Real seconds a scenario without a natural end (the naive baseline) may run.
+    budget_s: float = 10.0
     user: str = "alice"
     other_user: str = "bob"
     scan_timeout_s: float = 10.0

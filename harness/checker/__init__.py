@@ -21,7 +21,7 @@ record when it wrote. Two bounds per scan, in virtual time (``virtual_ns``), sta
   results-after-complete judge the reads that completed before then.
 - **T_hi** is the completion of the first read that saw the scan complete or failed.
   Nothing is written after the terminal write, so the data is gone by
-  T_hi + ``retention_s``. The expires invariant, not built yet, will use it.
+  T_hi + ``retention_s``. The expires invariant uses it.
 
 Verdicts are three-valued. Each invariant judges each scan in its scope: ``fail`` with
 a violation, ``pass`` with data and no violation, and ``unknown`` with no data (for

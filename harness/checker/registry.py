@@ -50,7 +50,8 @@ INVARIANTS: dict[str, Invariant] = {
         ),
         Invariant(
             retention.EXPIRES,
-            "a finished scan is gone one second after T_hi + retention, and stays gone",
+            "a finished scan is gone 1 s after retention past the first read that saw it "
+            "finished, and stays gone",
             retention.judge_expires,
         ),
         Invariant(

@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.history import History
 from harness.runner import ExitCode, RunConfig, execute
 
 pytestmark = pytest.mark.e2e
@@ -28,9 +29,16 @@ EXPECTED_INVARIANT = {
     "lookup-ttl-shorter": "known-scan-found",
     "results-ttl-shorter": "results-after-complete",
     "progress-drops-ttl": "expires",
+    "orphaned-on-worker-death": "terminates",
+    "store-error-as-not-found": "honest-errors",
 }
 
 TTL_FAULTS = ("lookup-ttl-shorter", "results-ttl-shorter", "progress-drops-ttl")
+NEMESIS_SCENARIOS = ("worker-killed-mid-scan", "workers-recycled-under-polling",
+                     "store-blip-during-polling", "latency-spike", "reset-after-write",
+                     "store-restart")
+STORE_FAULT_ACTIONS = {"store-outage", "store-errors", "store-hang", "store-latency",
+                       "reset-after-reply", "restart-store"}
 TTL_SCENARIOS = ("retention-boundary", "expiry-after-an-hour", "clock-moves-while-scanning")
 
 
@@ -108,3 +116,54 @@ def test_same_seed_same_workers(tmp_path: Path) -> None:
                 if op.type.value == "invoke" and op.f.value != "status"]
 
     assert routes("first") == routes("second")
+
+
+@pytest.mark.parametrize("store", ["fakeredis", "redis-server"])
+def test_nemesis_scenarios_survived(store: str, tmp_path: Path) -> None:
+    outcome = execute(RunConfig(seed=12, store=store, scenarios=NEMESIS_SCENARIOS,
+                                out=tmp_path / "run"))
+
+    summary = read_summary(outcome.run_dir)
+    assert outcome.exit_code == ExitCode.PASS, summary["violations"]
+    assert [scenario["verdict"] for scenario in summary["scenarios"]] == ["pass"] * 6
+    history = outcome.history
+    assert history is not None
+    actions = {window.action for window in history.nemesis_windows}
+    assert actions >= {"kill-worker", "recycle-worker", "restart-store-losing-data"}
+    assert actions >= STORE_FAULT_ACTIONS - {"store-hang"}
+
+    # Every scan ends, except the one the data-losing restart erased on purpose.
+    lost_until_ns = max(window.real_end_ns for window in history.nemesis_windows
+                        if window.data_lost)
+    accepted = {op.scan_id for op in history.ops
+                if op.f.value == "discover" and op.type.value == "ok"}
+    ended = {op.scan_id for op in history.ops if op.type.value == "ok"
+             and (op.value or {}).get("status") in ("complete", "failed")}
+    never_ended = accepted - ended
+    assert len(accepted) >= 8
+    assert len(never_ended) <= 1
+    assert never_ended <= _scans_written_before(history, lost_until_ns)
+
+    # No read during a store fault said the scan was gone, or failed with a 500.
+    store_faults = [window for window in history.nemesis_windows
+                    if window.action in STORE_FAULT_ACTIONS]
+    invokes = {op.index: op for op in history.ops if op.type.value == "invoke"}
+    for op in history.ops:
+        if op.type.value == "invoke" or op.f.value == "discover":
+            continue
+        invoke = invokes[op.invoke_index or 0]
+        during = any(invoke.real_ns <= window.real_end_ns and op.real_ns >= window.real_start_ns
+                     for window in store_faults)
+        if during:
+            assert op.http_status in (200, 202, 503), op
+            assert (op.value or {}).get("status") != "not_found", op
+    assert own_children() == []
+
+
+def _scans_written_before(history: History, lost_until_ns: int) -> set[str | None]:
+    """Return the scans whose POST was invoked before the data-losing restart ended."""
+    invokes = {op.index: op for op in history.ops if op.type.value == "invoke"}
+    return {op.scan_id for op in history.ops
+            if op.f.value == "discover" and op.type.value == "ok" and op.scan_id is not None
+            and op.invoke_index is not None
+            and invokes[op.invoke_index].real_ns <= lost_until_ns}
