@@ -18,6 +18,15 @@ Every request becomes an invoke op and a completion op in the history (see
 ``harness.history``), with the worker that really served it, which the client reads from
 the answer rather than assuming.
 
+The client builds its requests from an API profile (see ``harness.profile``; the reference
+service's by default) and records each answer as the canonical value and status code the
+checker reads. Where the profile maps a service's own status code to a canonical one
+(a status 404 that means not_found, a results 409 that means still running), the op
+keeps the service's code in ``value["service_http_status"]``.
+
+A service that names no worker in its answers cannot be routed. ``observe(n)`` then opens
+``n`` keep-alive connections and records ops without a worker; the run's report says so.
+
 When a pinned worker dies, the HTTP pool opens a new connection on the next request to
 its slot, and whichever worker accepts it answers. The op then records the worker that
 really served it (or no index, for a replacement worker). ``repin(slot)`` pins the slot
@@ -45,6 +54,7 @@ from typing import Any
 import httpx
 
 from harness.history import Function, HistoryRecorder, Op, OpType
+from harness.profile import Profile, load_profile
 from harness.worker_hooks import CLOCK_SEQ_HEADER
 
 log = logging.getLogger(__name__)
@@ -89,17 +99,25 @@ class Answer:
 
     @property
     def status(self) -> str | None:
-        """Return the scan status the answer reports, if it reports one."""
-        if self.body is None:
+        """Return the canonical scan status the answer reports, if it reports one."""
+        if not isinstance(self.op.value, dict):
             return None
-        value = self.body.get("status")
+        value = self.op.value.get("status")
         return value if isinstance(value, str) else None
+
+    @property
+    def completed(self) -> int | None:
+        """Return the strategies completed that the answer reports, if it reports them."""
+        if not isinstance(self.op.value, dict):
+            return None
+        value = self.op.value.get("strategies_completed")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _PinnedConnection:
     """One keep-alive connection that stays with one worker."""
 
-    def __init__(self, http: httpx.Client, worker_pid: int) -> None:
+    def __init__(self, http: httpx.Client, worker_pid: int | None) -> None:
         self.http = http
         self.worker_pid = worker_pid
         self.lock = threading.Lock()
@@ -113,13 +131,25 @@ class RoutingClient:
         base_url: str,
         recorder: HistoryRecorder,
         *,
-        token_for: Callable[[str], str],
+        token_for: Callable[[str], str] | None = None,
+        headers_for: Callable[[str], dict[str, str]] | None = None,
+        profile: Profile | None = None,
         virtual_ns: Callable[[], int] = time.time_ns,
         timeout_s: float = 5.0,
     ) -> None:
         self.base_url = base_url
         self.recorder = recorder
-        self._token_for = token_for
+        self.profile = profile if profile is not None else _reference_profile()
+        if headers_for is None:
+            if token_for is None:
+                raise ValueError("give token_for (a bearer token per user) or headers_for")
+            bearer = token_for
+
+            def headers_for(user: str) -> dict[str, str]:
+                return {"Authorization": f"Bearer {bearer(user)}"}
+
+        self._headers_for = headers_for
+        self.observing = False
         self._virtual_ns = virtual_ns
         self._timeout_s = timeout_s
         self._connections: list[_PinnedConnection] = []
@@ -136,13 +166,35 @@ class RoutingClient:
 
     @property
     def worker_pids(self) -> list[int]:
-        return [connection.worker_pid for connection in self._connections]
+        return [connection.worker_pid for connection in self._connections
+                if connection.worker_pid is not None]
+
+    def observe(self, connections: int) -> None:
+        """Open ``connections`` keep-alive connections without knowing their workers.
+
+        This is the mode for a service that names no worker in its answers: steps that
+        name worker k use connection k, and ops record no worker.
+        """
+        self._connections = [_PinnedConnection(self._new_http(), None)
+                             for _ in range(connections)]
+        self.observing = True
+        log.warning("the service names no worker in %s; observing over %d connections "
+                    "without routing", self.profile.worker_header, connections)
+
+    def sends_worker_header(self, probe_path: str | None = None) -> bool:
+        """Return whether one probe request comes back naming its worker."""
+        http = self._new_http()
+        try:
+            return _probe(http, probe_path or self.profile.probe_path,
+                          self.profile.worker_header) is not None
+        finally:
+            http.close()
 
     def pin_workers(
         self,
         expected: int,
         *,
-        probe_path: str = "/healthz",
+        probe_path: str | None = None,
         max_connections: int = MAX_PIN_CONNECTIONS,
         timeout_s: float = 30.0,
         is_alive: Callable[[], None] | None = None,
@@ -153,6 +205,8 @@ class RoutingClient:
         ``max_connections`` connections or ``timeout_s`` seconds did not reach them all;
         ``is_alive`` is called between attempts and may raise to stop early.
         """
+        probe_path = probe_path or self.profile.probe_path
+        header = self.profile.worker_header
         pinned: dict[int, httpx.Client] = {}
         deadline = time.monotonic() + timeout_s
         attempts = 0
@@ -163,7 +217,7 @@ class RoutingClient:
                 raise RoutingError(
                     f"reached {len(pinned)} of {expected} workers after {attempts} "
                     f"connections in {timeout_s:.0f} s; every worker must answer "
-                    f"{probe_path} with an {WORKER_HEADER} header"
+                    f"{probe_path} with an {header} header"
                 )
             attempts += 1
             if is_alive is not None:
@@ -171,7 +225,7 @@ class RoutingClient:
             http = self._new_http()
             try:
                 response = http.get(probe_path)
-                worker_pid = int(response.headers[WORKER_HEADER])
+                worker_pid = int(response.headers[header])
             except (httpx.HTTPError, KeyError, ValueError) as error:
                 log.debug("probe %d of %d found no worker: %s", attempts, max_connections, error)
                 http.close()
@@ -183,6 +237,7 @@ class RoutingClient:
                 pinned[worker_pid] = http
 
         self._connections = [_PinnedConnection(pinned[pid], pid) for pid in sorted(pinned)]
+        self.observing = False
         log.info("pinned one connection to each of %d workers after %d connections: pids %s",
                  expected, attempts, self.worker_pids)
         return self.worker_pids
@@ -192,7 +247,7 @@ class RoutingClient:
         slot: int,
         worker_pid: int | None = None,
         *,
-        probe_path: str = "/healthz",
+        probe_path: str | None = None,
         max_connections: int = MAX_PIN_CONNECTIONS,
         timeout_s: float = 30.0,
     ) -> int:
@@ -208,6 +263,8 @@ class RoutingClient:
         if not 0 <= slot < self.worker_count:
             raise ValueError(f"worker {slot} does not exist: workers are 0 to "
                              f"{self.worker_count - 1}")
+        probe_path = probe_path or self.profile.probe_path
+        header = self.profile.worker_header
         others = {connection.worker_pid for index, connection in enumerate(self._connections)
                   if index != slot}
 
@@ -216,7 +273,7 @@ class RoutingClient:
 
         old = self._connections[slot]
         with old.lock:
-            kept = _probe(old.http, probe_path)
+            kept = _probe(old.http, probe_path, header)
             if kept is not None and wanted(kept):
                 self._connections[slot] = _PinnedConnection(old.http, kept)
                 return kept
@@ -226,7 +283,7 @@ class RoutingClient:
                 if time.monotonic() >= deadline:
                     break
                 http = self._new_http()
-                pid = _probe(http, probe_path)
+                pid = _probe(http, probe_path, header)
                 if pid is not None and wanted(pid):
                     old.http.close()
                     self._connections[slot] = _PinnedConnection(http, pid)
@@ -241,13 +298,14 @@ class RoutingClient:
                            f"connections or {timeout_s:.0f} s; is that worker alive and "
                            f"answering {probe_path}?")
 
-    def sync_clock(self, seq: int, *, probe_path: str = "/healthz",
+    def sync_clock(self, seq: int, *, probe_path: str | None = None,
                    timeout_s: float = 10.0) -> None:
         """Send one unrecorded request through each pinned connection until every worker
         reports clock state ``seq`` (or later) in ``X-Harness-Clock-Seq``.
 
         Raises RoutingError naming the workers that did not take it within ``timeout_s``.
         """
+        probe_path = probe_path or self.profile.probe_path
         deadline = time.monotonic() + timeout_s
         pending = list(range(len(self._connections)))
         while pending:
@@ -289,22 +347,26 @@ class RoutingClient:
 
     def discover(self, user: str, *, route: RouteSpec = Route.NEXT, process: int = 0,
                  scenario: str | None = None, **body: Any) -> Answer:
-        """Start a scan as ``user``, with ``body`` as the POST's optional fields."""
-        answer = self._send(Function.DISCOVER, "POST", f"{API_PREFIX}/discover", user,
+        """Start a scan as ``user``, with ``body`` as the POST's optional fields.
+
+        The profile decides whether those fields are sent (see ``StartSpec``).
+        """
+        start = self.profile.start
+        answer = self._send(Function.DISCOVER, start.method, start.path, user,
                             scan_id=None, route=route, process=process, scenario=scenario,
-                            body=body)
+                            body=self.profile.start_body(user, body))
         if answer.scan_id is not None and answer.worker is not None:
             self._accepting[answer.scan_id] = answer.worker
         return answer
 
     def status(self, user: str, scan_id: str, *, route: RouteSpec = Route.NEXT,
                process: int = 0, scenario: str | None = None) -> Answer:
-        return self._send(Function.STATUS, "GET", f"{API_PREFIX}/status/{scan_id}", user,
+        return self._send(Function.STATUS, "GET", self.profile.status_path(scan_id), user,
                           scan_id=scan_id, route=route, process=process, scenario=scenario)
 
     def results(self, user: str, scan_id: str, *, route: RouteSpec = Route.NEXT,
                 process: int = 0, scenario: str | None = None) -> Answer:
-        return self._send(Function.RESULTS, "GET", f"{API_PREFIX}/results/{scan_id}", user,
+        return self._send(Function.RESULTS, "GET", self.profile.results_path(scan_id), user,
                           scan_id=scan_id, route=route, process=process, scenario=scenario)
 
     def resolve(self, route: RouteSpec, scan_id: str | None = None) -> int:
@@ -341,12 +403,12 @@ class RoutingClient:
             real_ns=self.recorder.real_ns(), virtual_ns=self._virtual_ns(),
             value=body or None,
         )
-        headers = {"Authorization": f"Bearer {self._token_for(user)}"}
+        headers = self._headers_for(user)
 
         with connection.lock:
             try:
                 response = connection.http.request(method, path, headers=headers,
-                                                   json=body if method == "POST" else None)
+                                                   json=body if method != "GET" else None)
             except httpx.HTTPError as error:
                 return self._complete_unknown(invoke, f, worker, connection, error)
 
@@ -361,11 +423,11 @@ class RoutingClient:
             scenario=scenario, real_ns=self.recorder.real_ns(),
             virtual_ns=self._virtual_ns(), value=body or None,
         )
-        headers = {"Authorization": f"Bearer {self._token_for(user)}"}
+        headers = self._headers_for(user)
         with self._new_http() as http:
             try:
                 response = http.request(method, path, headers=headers,
-                                        json=body if method == "POST" else None)
+                                        json=body if method != "GET" else None)
             except httpx.HTTPError as error:
                 op = self.recorder.record(
                     type=OpType.INFO, f=f, process=process, user=user, scan_id=scan_id,
@@ -381,13 +443,15 @@ class RoutingClient:
     def _complete(self, invoke: Op, f: Function, response: httpx.Response,
                   intended_worker: int | None) -> Answer:
         body = _json_body(response)
-        worker_pid = _worker_pid(response)
+        worker_pid = _worker_pid(response, self.profile.worker_header)
         worker = self._index_of(worker_pid)
-        if intended_worker is not None and worker != intended_worker:
+        if intended_worker is not None and worker != intended_worker and not self.observing:
             log.warning("op %d was routed to worker %d but served by %s (pid %s)",
                         invoke.index, intended_worker, worker, worker_pid)
 
-        status_code = response.status_code
+        status_code, value = _canonical(self.profile, f, response.status_code, body)
+        if status_code != response.status_code:
+            value = {**(value or {}), "service_http_status": response.status_code}
         if 200 <= status_code < 300:
             op_type = OpType.OK
         elif status_code >= 500 and f is Function.DISCOVER:
@@ -396,22 +460,22 @@ class RoutingClient:
             op_type = OpType.FAIL
 
         scan_id = invoke.scan_id
-        if f is Function.DISCOVER and body is not None and op_type is OpType.OK:
-            scan_id = body.get("scan_id") if isinstance(body.get("scan_id"), str) else None
+        if f is Function.DISCOVER and value is not None and op_type is OpType.OK:
+            returned = value.get("scan_id")
+            scan_id = returned if isinstance(returned, str) else None
 
         op = self.recorder.record(
             type=op_type, f=f, process=invoke.process, user=invoke.user, scan_id=scan_id,
             worker=worker, worker_pid=worker_pid, scenario=invoke.scenario,
             real_ns=self.recorder.real_ns(), virtual_ns=self._virtual_ns(),
-            invoke_index=invoke.index, http_status=status_code,
-            value=summarize(f, status_code, body),
+            invoke_index=invoke.index, http_status=status_code, value=value,
             error=None if body is not None or status_code < 300 else response.text[:200],
         )
         return Answer(status_code, body, worker, op, invoke)
 
     def _complete_unknown(self, invoke: Op, f: Function, worker: int,
                           connection: _PinnedConnection, error: Exception) -> Answer:
-        log.warning("op %d to worker %d (pid %d) ended without an answer: %s",
+        log.warning("op %d to worker %d (pid %s) ended without an answer: %s",
                     invoke.index, worker, connection.worker_pid, error)
         op = self.recorder.record(
             type=OpType.INFO, f=f, process=invoke.process, user=invoke.user,
@@ -423,6 +487,8 @@ class RoutingClient:
         return Answer(None, None, worker, op, invoke)
 
     def _index_of(self, worker_pid: int | None) -> int | None:
+        if worker_pid is None:
+            return None
         for index, connection in enumerate(self._connections):
             if connection.worker_pid == worker_pid:
                 return index
@@ -464,10 +530,29 @@ def summarize(f: Function, status_code: int, body: dict[str, Any] | None) -> dic
     return value
 
 
-def _probe(http: httpx.Client, probe_path: str) -> int | None:
+def _reference_profile() -> Profile:
+    from harness.profile import REFERENCE_PROFILE
+
+    return load_profile(REFERENCE_PROFILE)
+
+
+_SUMMARIZERS = {
+    Function.DISCOVER: Profile.summarize_start,
+    Function.STATUS: Profile.summarize_status,
+    Function.RESULTS: Profile.summarize_results,
+}
+
+
+def _canonical(profile: Profile, f: Function, status_code: int,
+               body: dict[str, Any] | None) -> tuple[int, dict[str, Any] | None]:
+    """Return the canonical status code and value of an answer, through the profile."""
+    return _SUMMARIZERS[f](profile, status_code, body)
+
+
+def _probe(http: httpx.Client, probe_path: str, header: str = WORKER_HEADER) -> int | None:
     """Return the pid of the worker that answers ``probe_path`` on ``http``, or None."""
     try:
-        return int(http.get(probe_path).headers[WORKER_HEADER])
+        return int(http.get(probe_path).headers[header])
     except (httpx.HTTPError, KeyError, ValueError) as error:
         log.debug("probe found no worker: %s", error)
         return None
@@ -481,8 +566,8 @@ def _json_body(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _worker_pid(response: httpx.Response) -> int | None:
+def _worker_pid(response: httpx.Response, header: str = WORKER_HEADER) -> int | None:
     try:
-        return int(response.headers[WORKER_HEADER])
+        return int(response.headers[header])
     except (KeyError, ValueError):
         return None

@@ -15,6 +15,10 @@ the ``scenario`` decorator::
         accepted = ctx.discover(route=0)
         ctx.poll_until_terminal(accepted, route=Route.NEXT)
 
+Scenarios outside the package join the registry too: every module of a folder passed to
+``load_scenario_dir`` (``scan-harness run --scenarios-dir DIR``), and every module named
+by an entry point of the group ``scan_harness.scenarios`` in an installed distribution.
+
 The docstring's first line is what ``scan-harness scenarios`` prints. Every random choice
 a scenario makes comes from ``ctx.rng``, seeded by the run's seed and the scenario's
 name, so the same seed replays the same steps to the same workers.
@@ -23,11 +27,16 @@ name, so the same seed replays the same steps to the same workers.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import pkgutil
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from harness.client import Answer, Route, RouteSpec, RoutingClient
@@ -35,6 +44,12 @@ from harness.clock import VirtualClock
 from harness.nemesis import Nemesis
 
 TERMINAL_STATES = frozenset({"complete", "failed"})
+
+ENTRY_POINT_GROUP = "scan_harness.scenarios"
+# Steps of ScenarioContext that need a clock or a nemesis, which a run against a service
+# at a URL has neither of.
+_CLOCK_STEPS = frozenset({"freeze", "tick", "advance", "move_to"})
+_NEMESIS_STEPS = frozenset({"require_nemesis"})
 
 
 class ScenarioAborted(RuntimeError):
@@ -57,6 +72,28 @@ class Scenario:
         doc = (self.run.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @property
+    def needs_clock(self) -> bool:
+        """Whether the scenario moves virtual time.
+
+        NOTE: this is read from the attribute names the function's code uses (its own and
+        its nested functions'), so a step made in a helper defined elsewhere is missed.
+        """
+        return bool(_CLOCK_STEPS & _names_used(self.run.__code__))
+
+    @property
+    def needs_nemesis(self) -> bool:
+        """Whether the scenario injects faults through the nemesis (read like needs_clock)."""
+        return bool(_NEMESIS_STEPS & _names_used(self.run.__code__))
+
+
+def _names_used(code: CodeType) -> set[str]:
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, CodeType):
+            names |= _names_used(constant)
+    return names
+
 
 _REGISTRY: dict[str, Scenario] = {}
 
@@ -77,12 +114,56 @@ def scenario(name: str, *, invariants: tuple[str, ...], default: bool = True) ->
 
 
 def registry() -> dict[str, Scenario]:
-    """Return every scenario of the ``scenarios`` package, by name, in name order."""
+    """Return every registered scenario, by name, in name order.
+
+    That is every scenario of the ``scenarios`` package and of the entry point group
+    ``scan_harness.scenarios``, and those of folders loaded with ``load_scenario_dir``.
+    """
     import scenarios
 
     for module in pkgutil.iter_modules(scenarios.__path__):
         importlib.import_module(f"scenarios.{module.name}")
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as error:  # any import error of a third-party module
+            raise ValueError(f"the scenario entry point {entry_point.name} = "
+                             f"{entry_point.value} failed to import: {error}") from error
     return dict(sorted(_REGISTRY.items()))
+
+
+def load_scenario_dir(directory: Path) -> list[str]:
+    """Import every ``*.py`` module of ``directory`` so that its scenarios register.
+
+    Returns the names of the scenarios it added. Raises ValueError naming the module
+    that failed to import, or the folder when it does not exist.
+    """
+    if not directory.is_dir():
+        raise ValueError(f"scenario folder {directory} does not exist; pass a folder of "
+                         "scenario modules")
+    before = set(_REGISTRY)
+    for path in _scenario_files(directory):
+        module_name = f"scan_harness_user_scenarios.{path.stem}"
+        if module_name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"{path} cannot be imported as a module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # the user's module may raise anything on import
+            del sys.modules[module_name]
+            raise ValueError(f"scenario module {path} failed to import: "
+                             f"{type(error).__name__}: {error}") from error
+    return sorted(set(_REGISTRY) - before)
+
+
+def _scenario_files(directory: Path) -> Iterator[Path]:
+    for path in sorted(directory.glob("*.py")):
+        if not path.name.startswith("_"):
+            yield path
 
 
 def select(names: list[str] | tuple[str, ...] | None) -> list[Scenario]:
@@ -224,10 +305,5 @@ class ScenarioContext:
 
 def progress_of(answer: Answer) -> int:
     """Return the strategies completed that a status answer reports, or -1 without any."""
-    if answer.body is None:
-        return -1
-    progress = answer.body.get("progress")
-    if not isinstance(progress, dict):
-        return -1
-    completed = progress.get("strategies_completed")
-    return completed if isinstance(completed, int) else -1
+    completed = answer.completed
+    return -1 if completed is None else completed
