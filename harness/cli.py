@@ -46,15 +46,32 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Number of gunicorn workers.")
-@click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]), default="uvicorn",
-              show_default=True, help="Gunicorn worker class.")
+              help="Number of gunicorn workers (with --url: how many the service runs).")
+@click.option("--worker-class", type=click.Choice(["uvicorn", "gthread", "auto"]),
+              default=None,
+              help="Gunicorn worker class. Default: uvicorn, or with --app auto, which "
+                   "picks uvicorn for an ASGI app and gthread for a WSGI app.")
 @click.option("--store", default="fakeredis", show_default=True,
               help="fakeredis (embedded), redis-server (spawned) or a redis:// URL.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME",
               help="Switch on a fault in the reference service; repeatable.")
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME",
               help="Run only this scenario; repeatable. Default: every scenario.")
+@click.option("--app", default=None, metavar="MODULE:APP",
+              help="Serve your own WSGI or ASGI app under the cluster instead of the "
+                   "reference service.")
+@click.option("--url", default=None, metavar="URL",
+              help="Test the service already running at this base URL; starts nothing.")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML API profile of the service. Default: the reference service's.")
+@click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Your gunicorn config file, chained with the harness's.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --url that is not on loopback (load then needs explicit caps).")
+@click.option("--scenarios-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Folder of your own scenario modules to add to the registry.")
+@click.option("--load-users", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Locust users of the load phase.")
 @click.option("--seed", type=int, default=None, help="Seed of the run; random when omitted.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory. Default: .harness-runs/<time>-<seed>/.")
@@ -68,15 +85,28 @@ def cli() -> None:
 @click.option("--scenario-budget", type=click.FloatRange(min=0), default=10.0,
               show_default=True,
               help="Real seconds for scenarios without a natural end (naive-random-load).")
-def run(workers: int, worker_class: str, store: str, faults: tuple[str, ...],
-        scenarios: tuple[str, ...], seed: int | None, out: Path | None,
+@click.pass_context
+def run(ctx: click.Context, workers: int, worker_class: str | None, store: str,
+        faults: tuple[str, ...], scenarios: tuple[str, ...], app: str | None, url: str | None,
+        profile: Path | None, gunicorn_config: Path | None, allow_remote: bool,
+        scenarios_dir: Path | None, load_users: int, seed: int | None, out: Path | None,
         max_seconds: float, clock_driver: str, load_seconds: float,
         scenario_budget: float) -> None:
-    """Run scenarios against the reference service and judge the history."""
+    """Run scenarios against a service (the reference one by default) and judge the history."""
+    if worker_class is None:
+        worker_class = "auto" if app is not None else "uvicorn"
+    if url is not None and allow_remote and load_seconds > 0:
+        explicit = {name for name in ("load_users", "load_seconds")
+                    if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+        if explicit != {"load_users", "load_seconds"}:
+            _fail("--allow-remote needs explicit caps on load: give --load-users N and "
+                  "--load-seconds S (or --load-seconds 0 for no load)")
     config = RunConfig(seed=seed, workers=workers, worker_class=worker_class, store=store,
                        faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds,
                        clock_driver=clock_driver, load_seconds=load_seconds,
-                       scenario_budget_s=scenario_budget)
+                       scenario_budget_s=scenario_budget, load_users=load_users, app=app,
+                       url=url, profile=profile, gunicorn_config=gunicorn_config,
+                       allow_remote=allow_remote, scenarios_dir=scenarios_dir)
     try:
         outcome = execute(config, progress=lambda message: console.print(f"· {message}"))
     except ConfigError as error:

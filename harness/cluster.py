@@ -80,6 +80,9 @@ class ClusterConfig:
     graceful_timeout_s: int = 3
     threads: int = 4  # per gthread worker
     boot_timeout_s: float = 30.0
+    # The user's own gunicorn config file, chained after the harness's (see
+    # harness.gunicorn_config): its settings and hooks apply, and so do the harness's.
+    user_config: Path | None = None
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES:
@@ -204,6 +207,8 @@ class Cluster:
         env = dict(os.environ)
         env.update(self.config.env)
         env["SCAN_HARNESS_READY_DIR"] = str(self._ready_dir)
+        if self.config.user_config is not None:
+            env["SCAN_HARNESS_USER_GUNICORN_CONFIG"] = str(self.config.user_config.resolve())
         return env
 
     def _arbiter_died(self) -> str | None:

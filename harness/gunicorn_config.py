@@ -52,3 +52,52 @@ logconfig_dict = {
         "uvicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
     },
 }
+
+
+# The user's own gunicorn config file, chained rather than replaced: its settings apply
+# (the cluster's command-line flags, such as --bind and --workers, still take precedence,
+# as gunicorn gives the command line precedence over a config file), and where it defines
+# a hook that the harness also defines, both run, the user's first.
+USER_CONFIG_ENV = "SCAN_HARNESS_USER_GUNICORN_CONFIG"
+
+
+def _chain_user_config(path: str) -> None:
+    import runpy
+
+    from gunicorn.config import KNOWN_SETTINGS
+
+    settings = {setting.name for setting in KNOWN_SETTINGS}
+    namespace = globals()
+    harness_hooks = {"post_fork": post_fork, "post_worker_init": post_worker_init,
+                     "worker_abort": worker_abort}
+    for name, value in runpy.run_path(path).items():
+        if name not in settings:
+            continue
+        if name in harness_hooks and callable(value):
+            namespace[name] = _CHAINS[name](value, harness_hooks[name])
+        else:
+            namespace[name] = value
+    log.info("chained the gunicorn config %s", path)
+
+
+def _chain_server_worker(user: Any, ours: Any) -> Any:
+    def hook(server: Any, worker: Any) -> None:
+        user(server, worker)
+        ours(server, worker)
+
+    return hook
+
+
+def _chain_worker(user: Any, ours: Any) -> Any:
+    def hook(worker: Any) -> None:
+        user(worker)
+        ours(worker)
+
+    return hook
+
+
+_CHAINS = {"post_fork": _chain_server_worker, "post_worker_init": _chain_worker,
+           "worker_abort": _chain_worker}
+
+if os.environ.get(USER_CONFIG_ENV):
+    _chain_user_config(os.environ[USER_CONFIG_ENV])

@@ -97,6 +97,8 @@ def summary(outcome: RunOutcome) -> dict[str, Any]:
             "stale_s": outcome.config.stale_s,
             "clock_driver": outcome.config.clock_driver,
         },
+        "target": outcome.target,
+        "notes": outcome.notes,
         "workers": [{"index": index, "pid": pid} for index, pid in enumerate(outcome.worker_pids)],
         "scenarios": [
             {
@@ -203,6 +205,12 @@ def print_summary(outcome: RunOutcome, console: Console, *, max_violations: int 
         console.print(f"... and {len(violations) - max_violations} more in "
                       f"{outcome.run_dir / 'summary.json'}")
 
+    for note in outcome.notes:
+        console.print(Text.assemble(("note: ", "bold yellow"), note))
+    for scenario in outcome.scenarios:
+        for note in scenario.notes:
+            if note.startswith("skipped:"):
+                console.print(Text(f"note: scenario {scenario.name} {note}"))
     if outcome.error:
         console.print(Text.assemble(("error: ", "bold red"), outcome.error))
     verdict = outcome.verdict.value if outcome.verdict else "error"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import random
 import secrets
 import time
@@ -30,18 +31,32 @@ from harness.client import RoutingClient, RoutingError
 from harness.clock import ClockError, VirtualClock
 from harness.clock_follower import DRIVERS
 from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, ClockState, write_state
-from harness.cluster import Cluster, ClusterConfig
+from harness.cluster import REFERENCE_APP, Cluster, ClusterConfig
 from harness.follow_up import follow_open_scans
 from harness.history import History, HistoryRecorder, RunRecord
 from harness.load.phase import run_load_phase
 from harness.load.recording import DEFAULT_SCENARIO as LOAD_SCENARIO
 from harness.nemesis import Nemesis, NemesisError
 from harness.processes import StartError
+from harness.profile import Profile, ProfileError, token_source
 from harness.report import write_reports
-from harness.scenario import Scenario, ScenarioAborted, ScenarioContext, select
+from harness.scenario import (
+    Scenario,
+    ScenarioAborted,
+    ScenarioContext,
+    load_scenario_dir,
+    select,
+)
 from harness.store import Store, make_store
 from harness.store_proxy import StoreProxy, proxied_url
-from service_under_test.auth import mint_token
+from harness.target import (
+    TargetError,
+    app_environment,
+    check_url,
+    detect_worker_class,
+    profile_for,
+    python_path_with_cwd,
+)
 from service_under_test.faults import UnknownFaultError, parse_fault_names
 
 log = logging.getLogger(__name__)
@@ -95,6 +110,14 @@ class RunConfig:
     # default of 0 skips it, so that runs compared step by step stay free of random load.
     load_seconds: float = 0.0
     load_users: int = 10
+    # The target (see harness.target): the reference service unless ``app`` or ``url``
+    # names another one, described by the API profile at ``profile``.
+    app: str | None = None
+    url: str | None = None
+    profile: Path | None = None
+    gunicorn_config: Path | None = None
+    allow_remote: bool = False
+    scenarios_dir: Path | None = None
 
 
 @dataclass
@@ -126,6 +149,10 @@ class RunOutcome:
     error: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     worker_pids: list[int] = field(default_factory=list)
+    # What was tested and how it was reached, for summary.json: target, app or url,
+    # profile, and routing ("pinned" or "observed").
+    target: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def validate(config: RunConfig) -> list[Scenario]:
@@ -134,7 +161,10 @@ def validate(config: RunConfig) -> list[Scenario]:
         parse_fault_names(config.faults)
     except UnknownFaultError as error:
         raise ConfigError(f"{error}; scan-harness faults lists them") from error
+    _validate_target(config)
     try:
+        if config.scenarios_dir is not None:
+            load_scenario_dir(config.scenarios_dir)
         chosen = select(config.scenarios)
     except ValueError as error:
         raise ConfigError(str(error)) from error
@@ -155,6 +185,23 @@ def validate(config: RunConfig) -> list[Scenario]:
     if config.max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be positive, got {config.max_seconds}")
     return chosen
+
+
+def _validate_target(config: RunConfig) -> None:
+    if config.app is not None and config.url is not None:
+        raise ConfigError("--app starts your app and --url names a running one; give one")
+    if config.faults and (config.app is not None or config.url is not None):
+        raise ConfigError("--fault switches on bugs of the reference service only; drop it "
+                          "with --app or --url")
+    try:
+        profile_for(config.profile)
+        if config.url is not None:
+            check_url(config.url, allow_remote=config.allow_remote)
+    except (ProfileError, TargetError) as error:
+        raise ConfigError(str(error)) from error
+    if config.gunicorn_config is not None and not config.gunicorn_config.is_file():
+        raise ConfigError(f"--gunicorn-config {config.gunicorn_config} does not exist; pass "
+                          "the path of your gunicorn config file")
 
 
 def make_run_dir(out: Path | None, seed: int) -> Path:
@@ -202,14 +249,23 @@ def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
     cluster: Cluster | None = None
     try:
         store.start(run_dir, clock_file)
-        env = service_environment(config, store, secret, seed, clock_file)
+        store_url = store.url
         if proxy is not None:
             proxy.upstream = _host_port(store.url)
             proxy.start()
-            env["SCAN_SERVICE_REDIS_URL"] = proxied_url(store.url, proxy.host, proxy.port)
+            store_url = proxied_url(store.url, proxy.host, proxy.port)
+        if config.app is None:
+            env = service_environment(config, store, secret, seed, clock_file)
+            env["SCAN_SERVICE_REDIS_URL"] = store_url
+            app = REFERENCE_APP
+        else:
+            env = app_environment(profile_for(config.profile), store_url=store_url,
+                                  clock_file=clock_file, clock_driver=config.clock_driver)
+            app = config.app
         cluster = Cluster(
-            ClusterConfig(workers=config.workers, worker_class=config.worker_class,  # type: ignore[arg-type]
-                          port=port, env=env),
+            ClusterConfig(app=app, workers=config.workers,
+                          worker_class=_worker_class(config, env),  # type: ignore[arg-type]
+                          port=port, env=env, user_config=config.gunicorn_config),
             run_dir,
         )
         cluster.start()
@@ -220,6 +276,18 @@ def running_cluster(config: RunConfig, run_dir: Path, seed: int, run_id: str,
         if proxy is not None:
             proxy.stop()
         store.stop()
+
+
+def _worker_class(config: RunConfig, env: dict[str, str]) -> str:
+    """Return the run's worker class; ``auto`` asks the app whether it is ASGI or WSGI."""
+    if config.worker_class != "auto":
+        return config.worker_class
+    if config.app is None:
+        return "uvicorn"
+    try:
+        return detect_worker_class(config.app, python_path_with_cwd({**os.environ, **env}))
+    except TargetError as error:
+        raise StartError(str(error)) from error
 
 
 def uses_store_proxy(config: RunConfig) -> bool:
@@ -250,7 +318,7 @@ def execute(config: RunConfig, *, progress: Callable[[str], None] | None = None)
     secret = secrets.token_hex(16)
     record = RunRecord(
         seed=seed, faults=tuple(config.faults), store=config.store, workers=config.workers,
-        worker_class=config.worker_class, retention_s=config.retention_s,
+        worker_class=config.worker_class, retention_s=_retention_s(config),
         stale_s=config.stale_s, deadline_s=config.deadline_s,
         retry_budget_s=config.store_retry_budget_s, run_id=run_id,
         key_prefix=f"scan-harness:{run_id}:",
@@ -286,11 +354,27 @@ def _logging_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def _retention_s(config: RunConfig) -> float:
+    """Return the retention the checker judges by: the run's for the reference service,
+    the profile's for any other target."""
+    if config.app is None and config.url is None:
+        return config.retention_s
+    return profile_for(config.profile).retention_s
+
+
 def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
          recorder: HistoryRecorder, run_id: str, secret: str, started: float,
          deadline: float, say: Callable[[str], None]) -> RunOutcome:
     seed = outcome.seed
     run_dir = outcome.run_dir
+    profile = profile_for(config.profile)
+    outcome.target = {"target": "url" if config.url else "app" if config.app else "reference",
+                      "profile": profile.source, "routing": "pinned"}
+    if config.url is not None:
+        outcome.target["url"] = config.url
+        return _run_url(config, chosen, outcome, recorder, profile, started, deadline, say)
+    if config.app is not None:
+        outcome.target["app"] = config.app
     try:
         say(f"starting the {config.store} store and {config.workers} "
             f"{config.worker_class} workers")
@@ -298,8 +382,8 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
         with running_cluster(config, run_dir, seed, run_id, secret,
                              proxy=proxy) as (store, cluster):
             clock_file = run_dir / "clock.json"
-            client = RoutingClient(cluster.base_url, recorder,
-                                   token_for=lambda user: mint_token(secret, user))
+            client = RoutingClient(cluster.base_url, recorder, profile=profile,
+                                   headers_for=token_source(profile.auth, cluster.config.env))
             clock = VirtualClock(clock_file, stale_s=config.stale_s, store=store,
                                  sync_workers=client.sync_clock, recorder=recorder)
             client.set_virtual_clock(clock.now_ns)
@@ -319,7 +403,10 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                                                            say))
                 # Workers the nemesis replaced have new pids in their slots.
                 outcome.worker_pids = client.worker_pids
-                if config.load_seconds > 0:
+                if config.load_seconds > 0 and not profile.is_reference:
+                    outcome.notes.append("the load phase was skipped: Locust users speak "
+                                         "the reference service's API only")
+                elif config.load_seconds > 0:
                     outcome.scenarios.append(_run_load_phase(config, cluster.base_url,
                                                              recorder, secret, outcome,
                                                              deadline, say))
@@ -336,6 +423,73 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
         return _finish(outcome, recorder, started)
 
     return _judge(outcome, recorder, chosen, started)
+
+
+def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
+             recorder: HistoryRecorder, profile: Profile, started: float, deadline: float,
+             say: Callable[[str], None]) -> RunOutcome:
+    """Run the scenarios against the running service at ``config.url``.
+
+    The harness starts nothing, so there is no virtual time and no nemesis: scenarios
+    that need either are skipped with a note, and their verdict is unknown.
+    """
+    assert config.url is not None
+    client = RoutingClient(config.url, recorder, profile=profile,
+                           headers_for=token_source(profile.auth, dict(profile.env)))
+    try:
+        say(f"reaching the service at {config.url}")
+        if client.sends_worker_header():
+            outcome.worker_pids = client.pin_workers(config.workers)
+        else:
+            client.observe(config.workers)
+            outcome.target["routing"] = "observed"
+            outcome.notes.append(
+                f"routing was not possible: the service sends no {profile.worker_header} "
+                "header, so each scenario's requests went over "
+                f"{config.workers} keep-alive connections to unknown workers")
+        outcome.timings_s["ready"] = time.monotonic() - started
+        for chosen_scenario in chosen:
+            outcome.scenarios.append(_run_without_cluster(chosen_scenario, client, config,
+                                                          outcome.seed, deadline, say))
+        if config.load_seconds > 0:
+            outcome.notes.append("the load phase was skipped: --url runs have no load phase")
+        _follow_up(outcome, client, None, recorder, config, deadline)
+    except RoutingError as error:
+        outcome.error = f"not every worker could be reached: {error}"
+        outcome.exit_code = ExitCode.INCONCLUSIVE
+        return _finish(outcome, recorder, started)
+    finally:
+        client.close()
+    return _judge(outcome, recorder, chosen, started)
+
+
+def _run_without_cluster(chosen: Scenario, client: RoutingClient, config: RunConfig,
+                         seed: int, deadline: float,
+                         say: Callable[[str], None]) -> ScenarioOutcome:
+    """Run one scenario with no clock and no nemesis, or skip it if it needs either."""
+    missing = [name for name, needed in (("virtual time", chosen.needs_clock),
+                                         ("a nemesis", chosen.needs_nemesis)) if needed]
+    if missing:
+        note = (f"skipped: it needs {' and '.join(missing)}, which a run against --url "
+                "does not have; run it with --app")
+        say(f"scenario {chosen.name}: {note}")
+        return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None, 0.0, 0,
+                               None, [note])
+    say(f"scenario {chosen.name}: {chosen.summary}")
+    context = ScenarioContext(
+        name=chosen.name, client=client, rng=random.Random(f"{seed}:{chosen.name}"),
+        deadline=deadline, retention_s=_retention_s(config), stale_s=config.stale_s,
+        scan_timeout_s=config.scan_timeout_s, process=client.new_process(),
+    )
+    started = time.monotonic()
+    error = None
+    try:
+        chosen.run(context)
+    except ScenarioAborted as aborted:
+        error = str(aborted)
+        log.warning("scenario %s stopped early: %s", chosen.name, aborted)
+    return ScenarioOutcome(chosen.name, chosen.invariants, Verdict.UNKNOWN, None,
+                           time.monotonic() - started, 0, error, context.notes)
 
 
 def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
@@ -388,7 +542,7 @@ def _run_load_phase(config: RunConfig, base_url: str, recorder: HistoryRecorder,
                            phase.duration_s, 0, phase.error, phase.notes)
 
 
-def _follow_up(outcome: RunOutcome, client: RoutingClient, clock: VirtualClock,
+def _follow_up(outcome: RunOutcome, client: RoutingClient, clock: VirtualClock | None,
                recorder: HistoryRecorder, config: RunConfig, deadline: float) -> None:
     """Poll every open scan until it ended or its deadline passed (see harness.follow_up)."""
     started = time.monotonic()

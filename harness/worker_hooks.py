@@ -8,6 +8,10 @@ harness knows that a move reached the worker. Background threads and asyncio tas
 the process's patched clock, so they see a move as soon as one request synced it.
 
 The same wrapper works for ASGI apps (UvicornWorker) and WSGI apps (gthread).
+
+Every app also gets a wrapper that adds ``X-Worker-Id`` (the worker's pid) to each
+response that does not carry it already, which is how the routing client tells workers
+apart in an app that knows nothing of the harness.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, real_monotonic
 log = logging.getLogger(__name__)
 
 CLOCK_SEQ_HEADER = "X-Harness-Clock-Seq"
+WORKER_ID_HEADER = "X-Worker-Id"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,6 +94,46 @@ class WsgiClockSync:
         return self.app(environ, start_with_seq)
 
 
+class AsgiWorkerId:
+    """ASGI middleware: add ``X-Worker-Id`` to every HTTP response that lacks it."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        self.app = app
+        self._header = (WORKER_ID_HEADER.lower().encode(), str(os.getpid()).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == self._header[0] for name, _ in headers):
+                    message = {**message, "headers": [*headers, self._header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class WsgiWorkerId:
+    """WSGI middleware: add ``X-Worker-Id`` to every response that lacks it."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self._pid = str(os.getpid())
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def start_with_id(status: str, headers: list[tuple[str, str]],
+                          exc_info: Any = None) -> Any:
+            if not any(name.lower() == WORKER_ID_HEADER.lower() for name, _ in headers):
+                headers = [*headers, (WORKER_ID_HEADER, self._pid)]
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_with_id)
+
+
 def _is_asgi_worker(worker: Any) -> bool:
     return type(worker).__module__.startswith("uvicorn_worker")
 
@@ -109,7 +154,12 @@ def _notify_on_real_clock(worker: Any) -> None:
 
 
 def install(worker: Any) -> None:
-    """Wrap the worker's app so that it follows the run's virtual clock, if there is one."""
+    """Wrap the worker's app so that its answers name the worker and it follows the run's
+    virtual clock, if there is one."""
+    if _is_asgi_worker(worker):
+        worker.wsgi = AsgiWorkerId(worker.wsgi)
+    else:
+        worker.wsgi = WsgiWorkerId(worker.wsgi)
     clock_file = os.environ.get(CLOCK_FILE_ENV)
     if not clock_file:
         return
