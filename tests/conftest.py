@@ -10,6 +10,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
