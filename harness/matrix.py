@@ -31,6 +31,7 @@ import logging
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 CORRECT = "correct"
 BASELINE_SCENARIO = "naive-random-load"
 RUN_TIMEOUT_S = 600.0
+
+# The run processes in progress, so that an interrupted matrix can stop them.
+_RUNNING: set[subprocess.Popen[str]] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -165,12 +170,22 @@ def _run_cell(variant: str, seed: int, config: MatrixConfig, out: Path, *,
         argv += ["--scenario", BASELINE_SCENARIO, "--scenario-budget", f"{budget_s:.1f}"]
 
     started = datetime.datetime.now()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    with _RUNNING_LOCK:
+        _RUNNING.add(process)
     try:
-        process = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        _, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
         exit_code = process.returncode
-        error = None if exit_code in (0, 1) else process.stderr.strip()[-500:]
+        error = None if exit_code in (0, 1) else stderr.strip()[-500:]
     except subprocess.TimeoutExpired:
+        # The run stops its own cluster on SIGTERM.
+        process.terminate()
+        process.communicate()
         exit_code, error = 3, f"the run took longer than {RUN_TIMEOUT_S:.0f} s"
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
     wall_s = (datetime.datetime.now() - started).total_seconds()
 
     cell = Cell(variant, seed, baseline, exit_code, None, wall_s, error=error,
@@ -263,11 +278,21 @@ def run_matrix(config: MatrixConfig, *,
     return result
 
 
+def _stop_running() -> None:
+    """Send SIGTERM to every run in progress; each stops its own cluster and store."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        if process.poll() is None:
+            process.terminate()
+
+
 def _run_all(jobs: list[tuple[str, int]], config: MatrixConfig, out: Path,
              say: Callable[[str], None], *, baseline: bool = False,
              budgets: dict[str, float] | None = None) -> list[Cell]:
     cells: list[Cell] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(config.jobs, 1)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(config.jobs, 1))
+    try:
         futures = [pool.submit(_run_cell, variant, seed, config, out, baseline=baseline,
                                budget_s=(budgets or {}).get(variant, 0.0))
                    for variant, seed in jobs]
@@ -278,6 +303,12 @@ def _run_all(jobs: list[tuple[str, int]], config: MatrixConfig, out: Path,
             say(f"{kind}{cell.variant} seed {cell.seed}: exit {cell.exit_code} "
                 f"in {cell.wall_s:.1f} s" + (f" ({', '.join(cell.invariants)})"
                                               if cell.invariants else ""))
+    except BaseException:
+        # Ctrl-C or SIGTERM: drop the runs not started yet and stop the ones in progress.
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_running()
+        raise
+    pool.shutdown(wait=True)
     return sorted(cells, key=lambda cell: (cell.variant, cell.seed))
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+
+from harness.processes import wait_until
+from tests.conftest import alive
 
 pytestmark = pytest.mark.e2e
 
@@ -38,3 +43,29 @@ def test_unknown_fault_exits_3(tmp_path: Path) -> None:
 
     assert process.returncode == 3
     assert "unknown fault 'no-such-fault'" in process.stderr
+
+
+def test_sigterm_stops_every_run(tmp_path: Path) -> None:
+    out = tmp_path / "matrix"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "matrix", "--seeds", "1", "--fault",
+         "no-owner-check", "--no-baseline", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family: set[int] = set()
+    try:
+        def runs_started() -> bool:
+            family.update(child.pid for child in psutil.Process(process.pid).children(True))
+            return len(list(out.glob("runs/*/history.jsonl"))) >= 1
+
+        assert wait_until(runs_started, timeout_s=60)
+        family.update(child.pid for child in psutil.Process(process.pid).children(True))
+
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 143
+    assert wait_until(lambda: alive(sorted(family)) == [], timeout_s=30)
