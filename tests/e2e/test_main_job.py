@@ -144,7 +144,7 @@ def test_nemesis_scenarios_survived(store: str, tmp_path: Path) -> None:
     assert len(never_ended) <= 1
     assert never_ended <= _scans_written_before(history, lost_until_ns)
 
-    # No read during a store fault said the scan was gone, or failed with a 500.
+    # No read during a store fault returned not_found, 404 or a 500.
     store_faults = [window for window in history.nemesis_windows
                     if window.action in STORE_FAULT_ACTIONS]
     invokes = {op.index: op for op in history.ops if op.type.value == "invoke"}

@@ -1,9 +1,9 @@
 """The nemesis on real workers and a real store: each action takes effect, then ends.
 
 One cluster of the reference service for the module, behind a store proxy. Each test
-probes the effect of one action through the routing client (a dead, replaced or paused
-worker; a slow, failing or restarted store), then shows that it ended, and checks the
-window the action recorded.
+probes the effect of one action through the routing client: a dead, replaced or paused
+worker, or a slow, failing or restarted store. Then it shows that the action ended, and
+checks the window the action recorded.
 """
 
 from __future__ import annotations
