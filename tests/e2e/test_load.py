@@ -72,7 +72,7 @@ def caught_by(outcome: LoadOutcome) -> set[str]:
 
 @pytest.mark.slow
 def test_correct_service_passes_minute(tmp_path: Path) -> None:
-    outcome = execute_load(LoadConfig(users=50, spawn_rate=25, run_time="60s", workers=4,
+    outcome = execute_load(LoadConfig(users=50, spawn_rate=10, run_time="60s", workers=4,
                                       seed=21, out=tmp_path / "run"))
 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
@@ -218,3 +218,33 @@ def test_missing_secret_stops_locust(tmp_path: Path) -> None:
 
     assert locust.returncode != 0
     assert "SCAN_LOAD_TOKEN_SECRET is not set" in locust.stderr
+
+
+def test_signal_during_load_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen([*CLI, "run", "--scenario", "results-twice", "--load-seconds",
+                                "30", "--seed", "27", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    family: dict[int, str] = {}
+    deadline = time.monotonic() + 90
+    try:
+        # Wait until Locust's users have recorded ops: the load phase is under way.
+        while time.monotonic() < deadline and not list(out.glob("load-history/*.jsonl")):
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    family.setdefault(child.pid, " ".join(child.cmdline()))
+            time.sleep(0.05)
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(process.pid).children(recursive=True):
+                family.setdefault(child.pid, " ".join(child.cmdline()))
+
+        process.terminate()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert any("-m locust" in command for command in family.values())
+    assert process.returncode == 143
+    assert alive(sorted(family)) == []
