@@ -8,9 +8,9 @@ It prints Markdown tables; docs/benchmarks.md records them.
   on. The pairs alternate which run goes first, so that drift on a shared machine hits
   both alike.
   The figures are Locust's aggregated requests per second, and the CPU time that the
-  Locust process spent per request, its start-up included (from
-  ``getrusage(RUSAGE_CHILDREN)``, which counts a child once it has been reaped; the
-  cluster's processes are reaped only at the end).
+  Locust process spent per request, its start-up included. That CPU time comes from
+  ``getrusage(RUSAGE_CHILDREN)``, which counts a child once it has been reaped, and the
+  cluster's processes are reaped only at the end.
   The overhead of recording is ``1 - rps(on) / rps(off)`` over the medians.
 - *recording cost*: the CPU time that recording one request (an invoke and a completion
   op, written to a file) takes in this process, without Locust, over 20,000 requests.
