@@ -6,7 +6,7 @@ are in milliseconds, and ``Requests/s`` is the count divided by the run's durati
 
 A *threshold* bounds one figure of the aggregated row: ``max-p95-ms`` the 95th
 percentile response time, ``max-fail-ratio`` the share of requests that Locust counted
-as failed (a 5xx or no answer), ``min-rps`` the requests per second. A missed threshold
+as failed (a 5xx or no response), ``min-rps`` the requests per second. A missed threshold
 makes the run exit 2, unless an invariant violation (exit 1) or a harness error (exit 3)
 outranks it.
 """

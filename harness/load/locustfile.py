@@ -6,7 +6,7 @@ another user's scan, which must return not_found. It spreads its requests over a
 keep-alive connections, so that one scan's polls reach several gunicorn workers, as they
 would behind a load balancer.
 
-Locust counts a request as failed only when it got a 5xx or no answer. A 404, a
+Locust counts a request as failed only when it got a 5xx or no response. A 404, a
 ``not_found`` or a 202 is an answer about the scan, which the checker judges from the
 history; the Locust table shows transport health.
 

@@ -37,7 +37,7 @@ CSV_PREFIX_NAME = "locust"
 
 @dataclass(slots=True)
 class LoadResult:
-    """What one load produced."""
+    """The outcome of one load: merged ops, statistics and errors."""
 
     history: History
     """The merged ops of every Locust process, indices from 0, ordered by ``real_ns``."""
@@ -50,7 +50,7 @@ class LoadResult:
 
     locust: LocustExit
     error: str | None = None
-    """Why the load did not run as configured, or None."""
+    """The reason the load did not run as configured, or None."""
 
     files: int = 0
     """Number of process histories merged."""
@@ -106,7 +106,7 @@ def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: 
 
 @dataclass(slots=True)
 class PhaseReport:
-    """The load phase of a run, as its scenario entry in the summary shows it."""
+    """Summary of the load phase of a run, for its scenario entry in the run's summary."""
 
     duration_s: float
     error: str | None
@@ -119,9 +119,9 @@ def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
                    clock_file: Path | None = None) -> PhaseReport:
     """Load the cluster at ``host`` and append the ops to the run's live history.
 
-    The run time is ``seconds`` rounded up to whole seconds, shortened so that Locust's
-    worst case still ends within ``time_left_s``; the phase is skipped when that leaves
-    less than a second. All users start at once. The ops carry ``scenario="load"``.
+    The run time is ``seconds`` rounded up to whole seconds, and shortened so that
+    Locust's worst case still ends within ``time_left_s``. The phase is skipped when that
+    leaves less than a second. All users start at once. The ops carry ``scenario="load"``.
     """
     run_time_s = min(math.ceil(seconds), math.floor(time_left_s - STOP_TIMEOUT_S
                                                     - STARTUP_BUDGET_S))

@@ -14,7 +14,7 @@ it merges the files of a run.
   empty here, and the merge fills it in from the cluster's pids;
 - ``real_ns``: ``time.monotonic_ns() - origin``, where the harness passes the origin of
   its own recorder, so the ops of every process on the machine share one timeline;
-- ``virtual_ns``: the time the service sees, from the run's virtual clock file when the
+- ``virtual_ns``: the service's time, read from the run's virtual clock file when the
   harness names one (see ``harness.clock_state``), else the wall clock.
 
 The process reads its configuration from environment variables, which work the same for
@@ -106,7 +106,7 @@ class LoadSettings:
 
     token_secret: str
     history_dir: Path | None = None
-    """Where the process histories go; None records nothing."""
+    """Directory of the process histories; None records nothing."""
 
     origin_ns: int = 0
     """``time.monotonic_ns()`` at the start of the run's history."""
@@ -124,8 +124,8 @@ class LoadSettings:
     """The run's virtual clock file; None uses the wall clock."""
 
     csv_prefix: Path | None = None
-    """Where the final statistics go; unlike Locust's ``--csv`` files, which it rewrites
-    every second while it runs, they include the last second of the run."""
+    """Path prefix of the final statistics files. Unlike Locust's ``--csv`` files, which
+    Locust rewrites every second while it runs, they include the last second of the run."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LoadSettings:
@@ -192,7 +192,7 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: in
 
 
 def completion_type(f: Function, status_code: int) -> OpType:
-    """Return the op type of an answer, by the rules of ``harness.client``.
+    """Return the op type of a response, by the rules of ``harness.client``.
 
     A 5xx on a POST leaves the outcome unknown, because the scan may have started first.
     """
@@ -254,7 +254,7 @@ class ProcessHistory:
 
     def complete(self, invoke: Op | None, *, status_code: int, body: dict[str, Any] | None,
                  worker_pid: int | None, text: str | None) -> Op | None:
-        """Record the answer to ``invoke``: ok, fail or info by its status code."""
+        """Record the response to ``invoke``: ok, fail or info by its status code."""
         if invoke is None:
             return None
         op_type = completion_type(invoke.f, status_code)
@@ -269,7 +269,7 @@ class ProcessHistory:
         ))
 
     def complete_unknown(self, invoke: Op | None, error: str) -> Op | None:
-        """Record that ``invoke`` ended without an answer (an ``info`` op)."""
+        """Record that ``invoke`` ended without a response (an ``info`` op)."""
         if invoke is None:
             return None
         return self._write(self._completion(invoke, OpType.INFO, scan_id=invoke.scan_id,

@@ -6,7 +6,7 @@
 - ``command``: ``load``;
 - ``load``: users, spawn rate, run time, processes, the URL of an external cluster,
   whether the history was recorded, and where the worker indices come from
-  (``cluster`` or ``history``). ``stats`` holds Locust's statistics: one entry per
+  (``cluster`` or ``history``). ``stats`` contains Locust's statistics: one entry per
   request name and the aggregate, with requests, failures, requests per second and the
   50th, 95th and 99th percentile response times in ms. ``thresholds`` lists each
   threshold with its limit, the measured figure and whether it was met.

@@ -1,9 +1,10 @@
 """``scan-harness load``: Locust's load against the reference service, judged like a run.
 
-``execute_load(config)`` starts the store and the cluster (or takes the cluster at
-``--url``), runs Locust headless in its own process until its run time ends, merges the
-process histories into ``history.jsonl``, judges it with the checker and the thresholds
-with Locust's statistics, and writes ``summary.json`` and ``junit.xml``.
+``execute_load(config)`` starts the store and the cluster, or uses the cluster at
+``--url``. It runs Locust headless in its own process until the run time ends and
+merges the process histories into ``history.jsonl``. The checker judges that history,
+the thresholds judge Locust's statistics, and the verdict goes to ``summary.json`` and
+``junit.xml``.
 
 Exit codes, ranked 3 over 1 over 2 over 4: 0 pass, 1 an invariant was violated, 2 a
 threshold was missed, 3 the harness could not run, 4 inconclusive (no invariant had
@@ -63,7 +64,7 @@ EXTERNAL_STORE = "external"
 
 @dataclass
 class LoadConfig:
-    """Everything ``scan-harness load`` can be told."""
+    """Every setting of ``scan-harness load``."""
 
     users: int = 20
     spawn_rate: float = 10.0
