@@ -210,7 +210,7 @@ _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
 @click.option("--max-p95-ms", type=click.FloatRange(min=0), default=None,
               help="Exit 2 when the 95th percentile response time is above this, in ms.")
 @click.option("--max-fail-ratio", type=click.FloatRange(min=0, max=1), default=None,
-              help="Exit 2 when the share of failed requests (5xx, no answer) is above this.")
+              help="Exit 2 when the share of failed requests (5xx, no response) is above this.")
 @click.option("--min-rps", type=click.FloatRange(min=0), default=None,
               help="Exit 2 when the requests per second are below this.")
 @click.pass_context
@@ -251,7 +251,7 @@ def load(ctx: click.Context, users: int, spawn_rate: float, run_time: str, proce
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--worker-pid", "worker_pids", multiple=True, type=int, metavar="PID",
               help="Pid of a worker of the cluster, once per worker; indices follow the pids "
-                   "in ascending order. Default: the pids that answered.")
+                   "in ascending order. Default: the pids that served requests.")
 def merge_history(out: Path, files: tuple[Path, ...], worker_pids: tuple[int, ...]) -> None:
     """Merge the per-process histories of a load into one history for scan-harness check."""
     from harness.load.merge import (
