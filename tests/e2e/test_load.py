@@ -72,8 +72,11 @@ def caught_by(outcome: LoadOutcome) -> set[str]:
 
 @pytest.mark.slow
 def test_correct_service_passes_minute(tmp_path: Path) -> None:
+    # A spawned redis-server, because 50 users can saturate the embedded store, a Python
+    # server sharing 2 cores with the workers and Locust, until the service's store
+    # calls time out and it answers 503: a property of the test bed, not of the service.
     outcome = execute_load(LoadConfig(users=50, spawn_rate=10, run_time="60s", workers=4,
-                                      seed=21, out=tmp_path / "run"))
+                                      store="redis-server", seed=21, out=tmp_path / "run"))
 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
     assert outcome.exit_code == ExitCode.PASS, summary["violations"][:3]
