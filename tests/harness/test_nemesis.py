@@ -211,11 +211,13 @@ def test_latency_slows_reads_then_ends(nemesis: Nemesis, client: RoutingClient,
 
     with nemesis.store_latency(0.15):
         slow, slow_s = timed_status(client, scan_id)
-    fast, fast_s = timed_status(client, scan_id)
+    # The fastest of three, so that one read delayed by a busy machine does not count.
+    fast_reads = [timed_status(client, scan_id) for _ in range(3)]
+    fast_s = min(elapsed_s for _, elapsed_s in fast_reads)
 
     assert slow.http_status == 200
     assert slow_s >= 0.15
-    assert fast.http_status == 200
+    assert all(answer.http_status == 200 for answer, _ in fast_reads)
     assert fast_s < 0.15
     assert only_window(recorder).options == {"latency_s": 0.15}
 

@@ -98,7 +98,8 @@ def test_latency_delays_and_ends(client: redis.Redis, proxy: StoreProxy) -> None
     proxy.set_latency(0.2)
     delayed_s = round_trip_s(client)
     proxy.set_latency(0)
-    after_s = round_trip_s(client)
+    # The fastest of three, so that one ping delayed by a busy machine does not count.
+    after_s = min(round_trip_s(client) for _ in range(3))
 
     assert 0.2 <= delayed_s < 0.45
     assert after_s < 0.1
