@@ -104,7 +104,7 @@ class RunConfig:
     clock_driver: str = "time-machine"
     store_retry_budget_s: float = 1.0
     # Workers reach the store through the store proxy, which the nemesis needs for its
-    # store faults; it adds about 0.1 ms to each store round trip.
+    # store faults; it added about 0.15 ms to a status read on 2 cores (docs/benchmarks.md).
     store_proxy: bool = True
     # The Locust load phase after the scenarios. scan-harness run sets 10 s; the library
     # default of 0 skips it, so that runs compared step by step stay free of random load.
