@@ -9,6 +9,10 @@ A user is named by the bearer token ``token-<user>``.
 ``JOBS_APP_STORE=memory`` (the default) keeps jobs in a dict of the worker that started
 them: the bug the harness catches. ``JOBS_APP_STORE=redis`` keeps them in Redis at
 ``REDIS_URL``, with a 600 s TTL refreshed on every write: the fix.
+
+``JOBS_APP_NAME_WORKER=1`` makes every response name its worker in ``X-Worker-Id``, as
+services that log or expose their worker do; the harness can then route requests to a
+chosen worker even when it did not start the app.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ STEP_S = 0.05
 RETENTION_S = 600
 
 app = FastAPI()
+
+
+@app.middleware("http")
+async def name_worker(request: Any, call_next: Any) -> Any:
+    response = await call_next(request)
+    if os.environ.get("JOBS_APP_NAME_WORKER") == "1":
+        response.headers["X-Worker-Id"] = str(os.getpid())
+    return response
+
 _memory: dict[str, dict[str, Any]] = {}
 _redis: redis.Redis | None = None
 _tasks: set[asyncio.Task[None]] = set()

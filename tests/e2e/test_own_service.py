@@ -94,6 +94,41 @@ def test_url_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int)
         assert completed.returncode in (0, 4), completed.stdout + completed.stderr
 
 
+@pytest.mark.parametrize(("store", "exit_code"), [("memory", 1), ("redis", 0)])
+def test_url_mode_routes_named_workers(tmp_path: Path, store: str, exit_code: int) -> None:
+    redis_store = EmbeddedStore(key_prefix="")
+    redis_store.start(tmp_path)
+    port = free_port()
+    env = {**os.environ, "JOBS_APP_STORE": store, "REDIS_URL": redis_store.url,
+           "JOBS_APP_NAME_WORKER": "1", "PYTHONPATH": str(REPO_ROOT)}
+    # Plain gunicorn again, but the app names its worker in every response, so the
+    # harness can pin a connection to each worker and the bug shows on the first try.
+    server = ChildProcess("gunicorn", [sys.executable, "-m", "gunicorn", APP,
+                                       "--worker-class", "uvicorn_worker.UvicornWorker",
+                                       "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                                       "--no-control-socket", "--keep-alive", "600"],
+                          log_path=tmp_path / "gunicorn.log", env=env, cwd=REPO_ROOT)
+    try:
+        assert wait_until(lambda: _answers(port), timeout_s=30)
+        out = tmp_path / "run"
+        completed = run_cli("run", "--url", f"http://127.0.0.1:{port}", "--profile",
+                            str(PROFILE), "--workers", "2", "--load-seconds", "0", "--out",
+                            str(out), "--scenario", "poll-every-worker",
+                            "--scenario", "results-twice", store=store)
+    finally:
+        server.stop()
+        redis_store.stop()
+
+    summary = json.loads((out / "summary.json").read_text())
+    invariants = {violation["invariant"] for violation in summary["violations"]}
+    assert summary["target"]["routing"] == "pinned"
+    assert completed.returncode == exit_code, completed.stdout + completed.stderr
+    if store == "memory":
+        assert "known-scan-found" in invariants
+    else:
+        assert invariants == set()
+
+
 def _answers(port: int) -> bool:
     import httpx
 
