@@ -148,9 +148,14 @@ class Cluster:
             children = psutil.Process(self._arbiter.pid).children()
         except psutil.NoSuchProcess:
             return []
-        live = [child for child in children if child.is_running()
-                and child.status() != psutil.STATUS_ZOMBIE]
-        return [child.pid for child in sorted(live, key=lambda child: child.create_time())]
+        live: list[tuple[float, int]] = []
+        for child in children:
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    live.append((child.create_time(), child.pid))
+            except psutil.NoSuchProcess:
+                continue  # it exited after children() listed it, as a recycled worker does
+        return [pid for _, pid in sorted(live)]
 
     def booted_worker_pids(self) -> list[int]:
         """Return the pids of live workers whose app has loaded, oldest first."""
