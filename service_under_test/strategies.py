@@ -12,7 +12,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 StrategyId = Literal[
     "momentum",
@@ -31,22 +31,8 @@ StrategyId = Literal[
     "complex_strategies",
 ]
 
-STRATEGY_IDS: Final[tuple[StrategyId, ...]] = (
-    "momentum",
-    "mean_reversion",
-    "breakout",
-    "pairs_trading",
-    "statistical_arbitrage",
-    "market_making",
-    "scalping",
-    "futures",
-    "options",
-    "funding_arbitrage",
-    "risk_management",
-    "portfolio_optimization",
-    "hedging",
-    "complex_strategies",
-)
+# The ids in their catalogue order, read from the Literal so the two cannot drift apart.
+STRATEGY_IDS: Final[tuple[StrategyId, ...]] = get_args(StrategyId)
 
 DEFAULT_SYMBOLS: Final[tuple[str, ...]] = ("BTC-USD", "ETH-USD")
 
