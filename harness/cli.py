@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -37,6 +38,25 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 def _fail(message: str) -> NoReturn:
     errors.print(Text.assemble(("error: ", "bold red"), message))
     sys.exit(ExitCode.HARNESS_ERROR)
+
+
+def reference_cluster_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the options that shape a cluster of the reference service: workers, worker
+    class, store and faults."""
+    options = [
+        click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Number of gunicorn workers."),
+        click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]),
+                     default="uvicorn", show_default=True, help="Gunicorn worker class."),
+        click.option("--store", default="fakeredis", show_default=True,
+                     help="fakeredis (embedded), redis-server (spawned) or a redis:// URL."),
+        click.option("--fault", "faults", multiple=True, metavar="NAME",
+                     help="Switch on a fault in the reference service; repeatable."),
+    ]
+    # Applied last-first, so --help lists them in the order above.
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,14 +209,7 @@ _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
               help="How long the load runs: seconds, or a span such as 30s, 5m or 1h30m.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Locust processes that run the users; above 1, Locust's --processes.")
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Number of gunicorn workers.")
-@click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]), default="uvicorn",
-              show_default=True, help="Gunicorn worker class.")
-@click.option("--store", default="fakeredis", show_default=True,
-              help="fakeredis (embedded), redis-server (spawned) or a redis:// URL.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME",
-              help="Switch on a fault in the reference service; repeatable.")
+@reference_cluster_options
 @click.option("--seed", type=int, default=None, help="Seed of the run; random when omitted.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory. Default: .harness-runs/<time>-<seed>/.")
@@ -279,14 +292,7 @@ def merge_history(out: Path, files: tuple[Path, ...], worker_pids: tuple[int, ..
 
 
 @cli.command()
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Number of gunicorn workers.")
-@click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]), default="uvicorn",
-              show_default=True, help="Gunicorn worker class.")
-@click.option("--store", default="fakeredis", show_default=True,
-              help="fakeredis (embedded), redis-server (spawned) or a redis:// URL.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME",
-              help="Switch on a fault in the reference service; repeatable.")
+@reference_cluster_options
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
               help="Port to serve on; 0 picks a free one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -46,7 +46,7 @@ from typing import IO, Any, TypeVar
 
 
 class OpType(StrEnum):
-    """What an op records: a request going out, or how it ended."""
+    """The kind of an op: a request going out, or how it ended."""
 
     INVOKE = "invoke"  # the request is about to be sent
     OK = "ok"  # the service answered with a success status

@@ -84,7 +84,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    """Everything a run can be told; the defaults are the main job."""
+    """The settings of a run. The defaults are the main job."""
 
     seed: int | None = None
     workers: int = 4
@@ -136,7 +136,7 @@ class ScenarioOutcome:
 
 @dataclass
 class RunOutcome:
-    """What ``execute`` returns: the verdict, where the files are, and the exit code."""
+    """The outcome of ``execute``: the verdict, the run directory and the exit code."""
 
     config: RunConfig
     seed: int

@@ -42,7 +42,7 @@ class AsgiClockSync:
     """ASGI middleware: sync the clock before each HTTP request, report the seq after.
 
     It also keeps the worker's heartbeat to the arbiter going from an asyncio task on the
-    real clock. uvicorn only sends that heartbeat when ``time.time()`` says enough time
+    real clock. uvicorn only sends that heartbeat when ``time.time()`` shows enough time
     has passed, which never happens while virtual time is frozen, so the arbiter would
     kill every worker after ``--timeout`` seconds. A task, unlike a thread, stops when the
     event loop hangs, so a worker that really hangs is still killed.

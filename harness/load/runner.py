@@ -95,7 +95,7 @@ class LoadConfig:
 
 @dataclass
 class LoadOutcome:
-    """What ``execute_load`` returns: the run's outcome plus Locust's figures."""
+    """The outcome of ``execute_load``: the run's outcome plus Locust's figures."""
 
     config: LoadConfig
     run: RunOutcome
