@@ -46,8 +46,10 @@ def reference_cluster_options(command: Callable[..., None]) -> Callable[..., Non
     options = [
         click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Number of gunicorn workers."),
-        click.option("--worker-class", type=click.Choice(["uvicorn", "gthread"]),
-                     default="uvicorn", show_default=True, help="Gunicorn worker class."),
+        click.option("--worker-class", type=click.Choice(["uvicorn", "gthread", "auto"]),
+                     default=None,
+                     help="Gunicorn worker class. Default: uvicorn, or with --app auto, "
+                          "which picks uvicorn for an ASGI app and gthread for a WSGI app."),
         click.option("--store", default="fakeredis", show_default=True,
                      help="fakeredis (embedded), redis-server (spawned) or a redis:// URL."),
         click.option("--fault", "faults", multiple=True, metavar="NAME",
@@ -115,12 +117,10 @@ def run(ctx: click.Context, workers: int, worker_class: str | None, store: str,
     """Run scenarios against a service (the reference one by default) and judge the history."""
     if worker_class is None:
         worker_class = "auto" if app is not None else "uvicorn"
-    if url is not None and allow_remote and load_seconds > 0:
-        explicit = {name for name in ("load_users", "load_seconds")
-                    if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-        if explicit != {"load_users", "load_seconds"}:
-            _fail("--allow-remote needs explicit caps on load: give --load-users N and "
-                  "--load-seconds S (or --load-seconds 0 for no load)")
+    remote_load = url is not None and allow_remote and load_seconds > 0
+    if remote_load and not _given_on_command_line(ctx, "load_users", "load_seconds"):
+        _fail("--allow-remote needs explicit caps on load: give --load-users N and "
+              "--load-seconds S (or --load-seconds 0 for no load)")
     config = RunConfig(seed=seed, workers=workers, worker_class=worker_class, store=store,
                        faults=faults, scenarios=scenarios, out=out, max_seconds=max_seconds,
                        clock_driver=clock_driver, load_seconds=load_seconds,
@@ -134,6 +134,12 @@ def run(ctx: click.Context, workers: int, worker_class: str | None, store: str,
     console.print(f"seed {outcome.seed}")
     print_summary(outcome, console)
     sys.exit(outcome.exit_code)
+
+
+def _given_on_command_line(ctx: click.Context, *names: str) -> bool:
+    """Return whether every one of the parameters ``names`` was given on the command line."""
+    return all(ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+               for name in names)
 
 
 @cli.command("scenarios")
@@ -197,7 +203,8 @@ def check_history(history_path: Path) -> None:
 
 # Options that configure a cluster the harness starts, which --url replaces.
 _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
-                    "store": "--store", "faults": "--fault", "port": "--port"}
+                    "store": "--store", "faults": "--fault", "port": "--port",
+                    "app": "--app", "gunicorn_config": "--gunicorn-config"}
 
 
 @cli.command()
@@ -215,11 +222,21 @@ _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
               help="Run directory. Default: .harness-runs/<time>-<seed>/.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
               help="Port of the cluster; 0 picks a free one.")
+@click.option("--app", default=None, metavar="MODULE:APP",
+              help="Serve your own WSGI or ASGI app under the cluster instead of the "
+                   "reference service.")
 @click.option("--url", default=None, metavar="URL",
-              help="Load the running cluster of the reference service at this base URL "
-                   "instead of starting one.")
+              help="Load the service running at this base URL instead of starting one.")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML API profile of the service. Default: the reference service's.")
+@click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Your gunicorn config file, chained with the harness's.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --url that is not on loopback (needs explicit --users and "
+                   "--run-time).")
 @click.option("--token-secret", envvar="SCAN_LOAD_TOKEN_SECRET", default=None,
-              help="Token secret of the cluster at --url (or set SCAN_LOAD_TOKEN_SECRET).")
+              help="Token secret of the reference service at --url (or set "
+                   "SCAN_LOAD_TOKEN_SECRET).")
 @click.option("--max-p95-ms", type=click.FloatRange(min=0), default=None,
               help="Exit 2 when the 95th percentile response time is above this, in ms.")
 @click.option("--max-fail-ratio", type=click.FloatRange(min=0, max=1), default=None,
@@ -228,11 +245,13 @@ _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
               help="Exit 2 when the requests per second are below this.")
 @click.pass_context
 def load(ctx: click.Context, users: int, spawn_rate: float, run_time: str, processes: int,
-         workers: int, worker_class: str, store: str, faults: tuple[str, ...],
-         seed: int | None, out: Path | None, port: int, url: str | None,
+         workers: int, worker_class: str | None, store: str, faults: tuple[str, ...],
+         seed: int | None, out: Path | None, port: int, app: str | None, url: str | None,
+         profile: Path | None, gunicorn_config: Path | None, allow_remote: bool,
          token_secret: str | None, max_p95_ms: float | None, max_fail_ratio: float | None,
          min_rps: float | None) -> None:
-    """Load the reference service with Locust users and judge what they saw."""
+    """Load a service (the reference one by default) with Locust users and judge what
+    they saw."""
     from harness.load.locust_stats import Thresholds
     from harness.load.report import print_load_summary
     from harness.load.runner import LoadConfig, execute_load
@@ -243,10 +262,15 @@ def load(ctx: click.Context, users: int, spawn_rate: float, run_time: str, proce
         if given:
             _fail(f"--url names a running cluster, so {', '.join(given)} cannot be used with "
                   "it: drop those options or drop --url")
+        if allow_remote and not _given_on_command_line(ctx, "users", "run_time"):
+            _fail("--allow-remote needs explicit caps on load: give --users N and "
+                  "--run-time S")
     config = LoadConfig(
         users=users, spawn_rate=spawn_rate, run_time=run_time, processes=processes,
-        faults=faults, workers=workers, worker_class=worker_class, store=store, seed=seed,
-        out=out, url=url, token_secret=token_secret, port=port,
+        faults=faults, workers=workers,
+        worker_class=worker_class or ("auto" if app is not None else "uvicorn"), store=store,
+        seed=seed, out=out, url=url, token_secret=token_secret, port=port, app=app,
+        profile=profile, gunicorn_config=gunicorn_config, allow_remote=allow_remote,
         thresholds=Thresholds(max_p95_ms=max_p95_ms, max_fail_ratio=max_fail_ratio,
                               min_rps=min_rps),
     )
@@ -297,13 +321,13 @@ def merge_history(out: Path, files: tuple[Path, ...], worker_pids: tuple[int, ..
               help="Port to serve on; 0 picks a free one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for the logs. Default: .harness-runs/<time>-serve/.")
-def serve(workers: int, worker_class: str, store: str, faults: tuple[str, ...], port: int,
-          out: Path | None) -> None:
+def serve(workers: int, worker_class: str | None, store: str, faults: tuple[str, ...],
+          port: int, out: Path | None) -> None:
     """Run the reference service on a cluster until Ctrl-C."""
     from harness.serve import serve_until_interrupted
 
-    config = RunConfig(workers=workers, worker_class=worker_class, store=store, faults=faults,
-                       out=out)
+    config = RunConfig(workers=workers, worker_class=worker_class or "uvicorn", store=store,
+                       faults=faults, out=out)
     try:
         serve_until_interrupted(config, port, console)
     except ConfigError as error:

@@ -449,15 +449,8 @@ class RoutingClient:
             log.warning("op %d was routed to worker %d but served by %s (pid %s)",
                         invoke.index, intended_worker, worker, worker_pid)
 
-        status_code, value = _canonical(self.profile, f, response.status_code, body)
-        if status_code != response.status_code:
-            value = {**(value or {}), "service_http_status": response.status_code}
-        if 200 <= status_code < 300:
-            op_type = OpType.OK
-        elif status_code >= 500 and f is Function.DISCOVER:
-            op_type = OpType.INFO  # the scan may have started before the error
-        else:
-            op_type = OpType.FAIL
+        op_type, status_code, value = canonical_answer(self.profile, f,
+                                                       response.status_code, body)
 
         scan_id = invoke.scan_id
         if f is Function.DISCOVER and value is not None and op_type is OpType.OK:
@@ -503,33 +496,6 @@ class RoutingClient:
                             trust_env=False)
 
 
-def summarize(f: Function, status_code: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Reduce an answer's body to the fields the checker reads."""
-    if body is None:
-        return None
-    if f is Function.DISCOVER:
-        if status_code != 200:
-            return None
-        return {"scan_id": body.get("scan_id"), "total_strategies": body.get("total_strategies")}
-
-    value: dict[str, Any] = {"status": body.get("status")}
-    if f is Function.RESULTS and status_code == 200:
-        entries = body.get("results")
-        if isinstance(entries, list):
-            value["strategy_ids"] = [entry.get("strategy_id") for entry in entries
-                                     if isinstance(entry, dict)]
-        return value
-    if status_code not in (200, 202):
-        return None
-    progress = body.get("progress")
-    if isinstance(progress, dict):
-        value["strategies_completed"] = progress.get("strategies_completed")
-        value["total_strategies"] = progress.get("total_strategies")
-    else:
-        value["progress"] = None
-    return value
-
-
 def _reference_profile() -> Profile:
     from harness.profile import REFERENCE_PROFILE
 
@@ -543,10 +509,24 @@ _SUMMARIZERS = {
 }
 
 
-def _canonical(profile: Profile, f: Function, status_code: int,
-               body: dict[str, Any] | None) -> tuple[int, dict[str, Any] | None]:
-    """Return the canonical status code and value of an answer, through the profile."""
-    return _SUMMARIZERS[f](profile, status_code, body)
+def canonical_answer(profile: Profile, f: Function, http_status: int,
+                     body: Any) -> tuple[OpType, int, dict[str, Any] | None]:
+    """Return the op type, canonical status code and value of an answer, through the profile.
+
+    Where the profile maps the service's status code to another canonical one, the value
+    keeps the service's code in ``service_http_status``. A 5xx on a start request is an
+    ``info`` op: the job may have started before the error.
+    """
+    status_code, value = _SUMMARIZERS[f](profile, http_status, body)
+    if status_code != http_status:
+        value = {**(value or {}), "service_http_status": http_status}
+    if 200 <= status_code < 300:
+        op_type = OpType.OK
+    elif status_code >= 500 and f is Function.DISCOVER:
+        op_type = OpType.INFO
+    else:
+        op_type = OpType.FAIL
+    return op_type, status_code, value
 
 
 def _probe(http: httpx.Client, probe_path: str, header: str = WORKER_HEADER) -> int | None:

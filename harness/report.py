@@ -38,12 +38,29 @@ VERDICT_STYLES = {"pass": "bold green", "fail": "bold red", "unknown": "bold yel
 
 
 def replay_command(outcome: RunOutcome) -> str:
-    """Return the command line that replays this run's steps with the same seed."""
+    """Return the command line that replays this run's steps with the same seed.
+
+    It names the same target, profile, scenarios and settings, and leaves out each
+    option that has its command-line default.
+    """
     config = outcome.config
     argv = ["scan-harness", "run", "--seed", str(outcome.seed)]
+    if config.app is not None:
+        argv += ["--app", config.app]
+    if config.url is not None:
+        argv += ["--url", config.url]
+    if config.allow_remote:
+        argv += ["--allow-remote"]
+    for flag, path in (("--profile", config.profile),
+                       ("--gunicorn-config", config.gunicorn_config),
+                       ("--scenarios-dir", config.scenarios_dir)):
+        if path is not None:
+            argv += [flag, str(path)]
     if config.workers != 4:
         argv += ["--workers", str(config.workers)]
-    if config.worker_class != "uvicorn":
+    # With --app the command line's default worker class is auto.
+    default_class = "auto" if config.app is not None else "uvicorn"
+    if config.worker_class != default_class:
         argv += ["--worker-class", config.worker_class]
     if config.store != "fakeredis":
         argv += ["--store", config.store]
@@ -53,11 +70,17 @@ def replay_command(outcome: RunOutcome) -> str:
         argv += ["--fault", fault]
     for name in config.scenarios:
         argv += ["--scenario", name]
-    # Compared with the command line's defaults, which the replay command relies on.
-    if config.load_seconds != 10.0:
+    # Compared with the command line's defaults, which the replay command relies on. A
+    # remote --url needs explicit load caps, so they are always given there.
+    remote = config.url is not None and config.allow_remote
+    if config.load_seconds != 10.0 or remote:
         argv += ["--load-seconds", f"{config.load_seconds:g}"]
+    if config.load_users != 10 or remote:
+        argv += ["--load-users", str(config.load_users)]
     if config.scenario_budget_s != 10.0:
         argv += ["--scenario-budget", f"{config.scenario_budget_s:g}"]
+    if config.max_seconds != 300.0:
+        argv += ["--max-seconds", f"{config.max_seconds:g}"]
     return shlex.join(argv)
 
 

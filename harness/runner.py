@@ -21,7 +21,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -403,13 +403,12 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                                                            say))
                 # Workers the nemesis replaced have new pids in their slots.
                 outcome.worker_pids = client.worker_pids
-                if config.load_seconds > 0 and not profile.is_reference:
-                    outcome.notes.append("the load phase was skipped: Locust users speak "
-                                         "the reference service's API only")
-                elif config.load_seconds > 0:
-                    outcome.scenarios.append(_run_load_phase(config, cluster.base_url,
-                                                             recorder, secret, outcome,
-                                                             deadline, say))
+                if config.load_seconds > 0:
+                    load = LoadTarget(cluster.base_url, outcome.worker_pids,
+                                      run_dir / "clock.json", cluster.config.env,
+                                      secret if config.app is None else None)
+                    outcome.scenarios.append(_run_load_phase(config, load, recorder,
+                                                             outcome, deadline, say))
                 _follow_up(outcome, client, clock, recorder, config, deadline)
             finally:
                 client.close()
@@ -434,8 +433,11 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     that need either are skipped with a note, and their verdict is unknown.
     """
     assert config.url is not None
+    # The harness did not start the service, so a token function reads the service's
+    # settings from the harness's own environment, and the profile's ``env``.
+    auth_env = {**os.environ, **profile.env}
     client = RoutingClient(config.url, recorder, profile=profile,
-                           headers_for=token_source(profile.auth, dict(profile.env)))
+                           headers_for=token_source(profile.auth, auth_env))
     try:
         say(f"reaching the service at {config.url}")
         if client.sends_worker_header():
@@ -452,7 +454,9 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
             outcome.scenarios.append(_run_without_cluster(chosen_scenario, client, config,
                                                           outcome.seed, deadline, say))
         if config.load_seconds > 0:
-            outcome.notes.append("the load phase was skipped: --url runs have no load phase")
+            load = LoadTarget(config.url, outcome.worker_pids or None, None, auth_env, None)
+            outcome.scenarios.append(_run_load_phase(config, load, recorder, outcome,
+                                                     deadline, say))
         _follow_up(outcome, client, None, recorder, config, deadline)
     except RoutingError as error:
         outcome.error = f"not every worker could be reached: {error}"
@@ -526,16 +530,36 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
                            time.monotonic() - started, 0, error, context.notes)
 
 
-def _run_load_phase(config: RunConfig, base_url: str, recorder: HistoryRecorder, secret: str,
+@dataclass(frozen=True)
+class LoadTarget:
+    """What the load phase needs to know of the service it loads."""
+
+    base_url: str
+    worker_pids: list[int] | None
+    """The workers in index order; None when the service names none (observe mode)."""
+
+    clock_file: Path | None
+    """The run's virtual clock file; None when the harness started no cluster."""
+
+    app_env: Mapping[str, str]
+    """The environment that the profile's token function reads as the app's."""
+
+    token_secret: str | None
+    """The reference service's token secret, when the harness started it."""
+
+
+def _run_load_phase(config: RunConfig, target: LoadTarget, recorder: HistoryRecorder,
                     outcome: RunOutcome, deadline: float,
                     say: Callable[[str], None]) -> ScenarioOutcome:
-    """Load the cluster with Locust; its ops join the history as the scenario ``load``."""
+    """Load the service with Locust; its ops join the history as the scenario ``load``."""
     say(f"load: {config.load_users} Locust users for {config.load_seconds:g} s")
-    phase = run_load_phase(base_url, recorder, outcome.run_dir, token_secret=secret,
-                           worker_pids=outcome.worker_pids, users=config.load_users,
+    phase = run_load_phase(target.base_url, recorder, outcome.run_dir,
+                           token_secret=target.token_secret,
+                           worker_pids=target.worker_pids, users=config.load_users,
                            seconds=config.load_seconds,
                            time_left_s=deadline - time.monotonic(),
-                           clock_file=outcome.run_dir / "clock.json")
+                           clock_file=target.clock_file, profile_path=config.profile,
+                           app_env=target.app_env)
     if phase.error:
         log.warning("the load phase did not run as configured: %s", phase.error)
     return ScenarioOutcome(LOAD_SCENARIO, tuple(INVARIANTS), Verdict.UNKNOWN, None,

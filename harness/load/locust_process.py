@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,13 +120,14 @@ def locust_argv(host: str, options: LocustOptions) -> list[str]:
 
 
 def run_locust(host: str, options: LocustOptions, settings: LoadSettings,
-               log_path: Path) -> LocustExit:
+               log_path: Path, app_env: Mapping[str, str] | None = None) -> LocustExit:
     """Run Locust until it stops by itself, or stop it at ``options.timeout_s``.
 
-    Locust's process and every process it forked are gone when this returns, also when
-    it raises (KeyboardInterrupt included).
+    ``app_env`` joins Locust's environment, for a profile's token function to read as
+    the app's. Locust's process and every process it forked are gone when this returns,
+    also when it raises (KeyboardInterrupt included).
     """
-    env = {**os.environ, **settings.to_env()}
+    env = {**os.environ, **(app_env or {}), **settings.to_env()}
     started = time.monotonic()
     child = ChildProcess("locust", locust_argv(host, options), log_path=log_path, env=env)
     pids = {child.pid}

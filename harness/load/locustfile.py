@@ -1,14 +1,17 @@
-"""Locust users of the reference scan service, recording every request into a history.
+"""Locust users of a job API, recording every request into a history.
 
-Each simulated user has a user id and a bearer token of its own. It starts a scan, polls
-its status with backoff until the scan ends, fetches the results, and now and then reads
-another user's scan, which must return not_found. It spreads its requests over a few
-keep-alive connections, so that one scan's polls reach several gunicorn workers, as they
-would behind a load balancer.
+The users speak the API through its profile (``SCAN_LOAD_PROFILE``; the reference scan
+service's by default, see ``harness.profile``): each one has a user id and the token
+that the profile's ``[auth]`` gives it. It starts a job, polls its status with backoff
+until the job ends, fetches the results, and now and then reads another user's job,
+which must return not_found. It spreads its requests over a few keep-alive connections,
+so that one job's polls reach several gunicorn workers, as they would behind a load
+balancer.
 
 Locust counts a request as failed only when it got a 5xx or no response. A 404, a
-``not_found`` or a 202 is an answer about the scan, which the checker judges from the
-history; the Locust table shows transport health.
+``not_found`` or a 202 is an answer about the job, which the checker judges from the
+history; the Locust table shows transport health. Its rows are named by the profile's
+path templates, such as ``/api/v1/opportunities/status/{job_id}``.
 
 Run it against any running cluster of the reference service (``scan-harness serve``
 prints the secret and the URL)::
@@ -45,10 +48,11 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-from harness.client import API_PREFIX, WORKER_HEADER
+from harness.client import canonical_answer
 from harness.history import Function, Op
 from harness.load.recording import LoadSettings, ProcessHistory, SettingsError
-from service_under_test.auth import mint_token
+from harness.profile import COMPLETE, FAILED, NOT_FOUND, Profile, token_source
+from harness.profiles import REFERENCE_SECRET_ENV
 
 log = logging.getLogger("harness.load.locustfile")
 
@@ -61,7 +65,7 @@ MAX_NOT_FOUND_POLLS = 5
 CROSS_USER_READ_RATE = 0.1
 """Share of finished scans after which the user reads another user's recent scan."""
 
-TERMINAL_STATES = frozenset({"complete", "failed"})
+TERMINAL_STATES = frozenset({COMPLETE, FAILED})
 
 try:
     SETTINGS: LoadSettings | None = LoadSettings.from_env(os.environ)
@@ -70,7 +74,8 @@ except SettingsError as error:
     SETTINGS = None
     SETTINGS_ERROR = error
 
-HISTORY = ProcessHistory(SETTINGS) if SETTINGS is not None else None
+PROFILE: Profile | None = SETTINGS.load_profile() if SETTINGS is not None else None
+HISTORY = ProcessHistory(SETTINGS, PROFILE) if SETTINGS is not None and PROFILE else None
 RECENT_SCANS: deque[tuple[str, str]] = deque(maxlen=100)
 """(user, scan id) of the latest scans that users of this process started."""
 
@@ -118,22 +123,36 @@ if HISTORY is not None:
     atexit.register(HISTORY.close)
 
 
+def _auth_environment(settings: LoadSettings) -> dict[str, str]:
+    """Return what a profile's token function gets as the app's environment: this
+    process's, with the reference service's secret when one is set."""
+    env = dict(os.environ)
+    if settings.token_secret is not None:
+        env[REFERENCE_SECRET_ENV] = settings.token_secret
+    return env
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The parts of a response that a user reads: the status code (0 for no response) and
-    the JSON body."""
+    """What a user reads of a response: the canonical status code (0 for no response) and
+    value, as the checker sees them (see ``harness.history.Op``)."""
 
     status_code: int
-    body: dict[str, Any] | None
+    value: dict[str, Any] | None
 
     @property
-    def scan_status(self) -> str | None:
-        value = self.body.get("status") if self.body is not None else None
-        return value if isinstance(value, str) else None
+    def job_status(self) -> str | None:
+        state = self.value.get("status") if self.value is not None else None
+        return state if isinstance(state, str) else None
+
+    @property
+    def job_id(self) -> str | None:
+        job_id = self.value.get("scan_id") if self.value is not None else None
+        return job_id if isinstance(job_id, str) else None
 
 
 class ScanUser(FastHttpUser):
-    """A user who starts scans, polls each one until it ends and fetches its results."""
+    """A user who starts jobs, polls each one until it ends and fetches its results."""
 
     wait_time = between(0.1, 0.5)
     network_timeout = 10.0
@@ -141,13 +160,14 @@ class ScanUser(FastHttpUser):
 
     def on_start(self) -> None:
         assert SETTINGS is not None
+        assert PROFILE is not None
         assert HISTORY is not None
         self.settings = SETTINGS
+        self.profile = PROFILE
         self.history = HISTORY
         self.process = HISTORY.new_process_id()
         self.user_id = f"load-{self.process}"
-        token = mint_token(SETTINGS.token_secret, self.user_id)
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = token_source(PROFILE.auth, _auth_environment(SETTINGS))(self.user_id)
         self.rng = random.Random(self.process)
         sessions = [self.client] + [self._new_session()
                                     for _ in range(SETTINGS.connections - 1)]
@@ -155,17 +175,23 @@ class ScanUser(FastHttpUser):
 
     @task
     def scan(self) -> None:
-        accepted = self._send(Function.DISCOVER, "POST", "/discover", "/discover", body={})
-        scan_id = accepted.body.get("scan_id") if accepted.body is not None else None
-        if accepted.status_code != 200 or not isinstance(scan_id, str):
+        start = self.profile.start
+        accepted = self._send(Function.DISCOVER, start.method, start.path, start.path,
+                              body=self.profile.start_body(self.user_id, {}))
+        scan_id = accepted.job_id
+        if accepted.status_code != 200 or scan_id is None:
             return
         RECENT_SCANS.append((self.user_id, scan_id))
 
         if self._poll_until_terminal(scan_id) is not None:
-            self._send(Function.RESULTS, "GET", f"/results/{scan_id}", "/results/[id]",
-                       scan_id=scan_id)
+            self._send(Function.RESULTS, "GET", self.profile.results_path(scan_id),
+                       self.profile.results.path, scan_id=scan_id)
         if self.rng.random() < CROSS_USER_READ_RATE:
             self._read_other_users_scan()
+
+    def _status(self, scan_id: str) -> Reply:
+        return self._send(Function.STATUS, "GET", self.profile.status_path(scan_id),
+                          self.profile.status.path, scan_id=scan_id)
 
     def _poll_until_terminal(self, scan_id: str) -> str | None:
         """Poll until the scan is complete or failed; None when the user gave up."""
@@ -173,12 +199,10 @@ class ScanUser(FastHttpUser):
         pause_s = FIRST_POLL_PAUSE_S
         not_found = 0
         while time.monotonic() < deadline:
-            reply = self._send(Function.STATUS, "GET", f"/status/{scan_id}", "/status/[id]",
-                               scan_id=scan_id)
-            state = reply.scan_status
+            state = self._status(scan_id).job_status
             if state in TERMINAL_STATES:
                 return state
-            not_found = not_found + 1 if state == "not_found" else 0
+            not_found = not_found + 1 if state == NOT_FOUND else 0
             if not_found >= MAX_NOT_FOUND_POLLS:
                 return None
             gevent.sleep(pause_s)
@@ -189,8 +213,7 @@ class ScanUser(FastHttpUser):
         others = [entry for entry in RECENT_SCANS if entry[0] != self.user_id]
         if others:
             _, scan_id = self.rng.choice(others)
-            self._send(Function.STATUS, "GET", f"/status/{scan_id}", "/status/[id]",
-                       scan_id=scan_id)
+            self._status(scan_id)
 
     def _send(self, f: Function, method: str, path: str, name: str, *,
               scan_id: str | None = None, body: dict[str, Any] | None = None) -> Reply:
@@ -199,16 +222,18 @@ class ScanUser(FastHttpUser):
                                      scan_id=scan_id, value=body)
         session = next(self.sessions)
         try:
-            response = session.request(method, API_PREFIX + path, name=name, json=body,
+            response = session.request(method, path, name=name,
+                                       json=body if method != "GET" else None,
                                        headers=self.headers, catch_response=True)
         except BaseException as error:
             # Locust stops a user by killing its greenlet, possibly mid-request: the
             # outcome is unknown.
             self.history.complete_unknown(invoke, f"{type(error).__name__}: request cut")
             raise
-        return self._complete(invoke, response)
+        return self._complete(f, invoke, response)
 
-    def _complete(self, invoke: Op | None, response: ResponseContextManager) -> Reply:
+    def _complete(self, f: Function, invoke: Op | None,
+                  response: ResponseContextManager) -> Reply:
         with response:
             status_code = response.status_code
             if status_code == 0:
@@ -222,10 +247,12 @@ class ScanUser(FastHttpUser):
                 response.success()
 
         body = _json_body(response)
+        worker_pid = _worker_pid(response, self.profile.worker_header)
         self.history.complete(invoke, status_code=status_code, body=body,
-                              worker_pid=_worker_pid(response),
+                              worker_pid=worker_pid,
                               text=response.text if body is None else None)
-        return Reply(status_code, body)
+        _, canonical_status, value = canonical_answer(self.profile, f, status_code, body)
+        return Reply(canonical_status, value)
 
     def _new_session(self) -> FastHttpSession:
         return FastHttpSession(
@@ -243,9 +270,9 @@ def _json_body(response: ResponseContextManager) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _worker_pid(response: ResponseContextManager) -> int | None:
+def _worker_pid(response: ResponseContextManager, header: str) -> int | None:
     headers = response.headers
-    value = headers.get(WORKER_HEADER) if headers is not None else None
+    value = headers.get(header) if headers is not None else None
     if isinstance(value, list):
         value = value[0] if value else None
     try:

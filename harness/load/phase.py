@@ -15,7 +15,7 @@ statistics, and what went wrong, if anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +56,21 @@ class LoadResult:
     """Number of process histories merged."""
 
 
-def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: str,
+def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: str | None,
              run: RunRecord, origin_ns: int, worker_pids: Sequence[int] | None,
              clock_file: Path | None = None, scenario: str = DEFAULT_SCENARIO,
              record: bool = True, connections: int = 4,
-             scan_timeout_s: float = 15.0) -> LoadResult:
+             scan_timeout_s: float = 15.0, profile_path: Path | None = None,
+             app_env: Mapping[str, str] | None = None) -> LoadResult:
     """Run Locust against ``host`` and merge what its users recorded.
 
     ``origin_ns`` is the monotonic origin of the history the ops will join, and
     ``worker_pids`` the cluster's worker pids in index order (None when unknown), and
     ``clock_file`` the run's virtual clock file (None when the cluster has none).
-    ``record=False`` records no history, to measure what recording costs.
+    ``profile_path`` names the API profile the users speak (None for the reference
+    service, whose tokens ``token_secret`` signs), and ``app_env`` the environment a
+    profile's token function reads. ``record=False`` records no history, to measure what
+    recording costs.
     """
     history_dir = run_dir / HISTORY_DIR_NAME
     history_dir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +78,13 @@ def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: 
         stale.unlink()  # a reused --out directory must not merge an earlier run's files
     csv_prefix = run_dir / CSV_PREFIX_NAME
     settings = LoadSettings(
-        token_secret=token_secret, history_dir=history_dir if record else None,
+        token_secret=token_secret, profile_path=profile_path,
+        history_dir=history_dir if record else None,
         origin_ns=origin_ns, run=run, scenario=scenario, connections=connections,
         scan_timeout_s=scan_timeout_s, clock_file=clock_file, csv_prefix=csv_prefix,
     )
 
-    locust = run_locust(host, options, settings, run_dir / "locust.log")
+    locust = run_locust(host, options, settings, run_dir / "locust.log", app_env)
 
     errors = [locust.error] if locust.error else []
     paths = sorted(history_dir.glob("*.jsonl"))
@@ -114,10 +119,11 @@ class PhaseReport:
 
 
 def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
-                   token_secret: str, worker_pids: Sequence[int], users: int,
-                   seconds: float, time_left_s: float,
-                   clock_file: Path | None = None) -> PhaseReport:
-    """Load the cluster at ``host`` and append the ops to the run's live history.
+                   token_secret: str | None, worker_pids: Sequence[int] | None, users: int,
+                   seconds: float, time_left_s: float, clock_file: Path | None = None,
+                   profile_path: Path | None = None,
+                   app_env: Mapping[str, str] | None = None) -> PhaseReport:
+    """Load the service at ``host`` and append the ops to the run's live history.
 
     The run time is ``seconds`` rounded up to whole seconds, and shortened so that
     Locust's worst case still ends within ``time_left_s``. The phase is skipped when that
@@ -132,7 +138,8 @@ def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
     options = LocustOptions(users=users, spawn_rate=users, run_time_s=run_time_s)
     result = run_load(host, options, run_dir, token_secret=token_secret,
                       run=recorder.history.run, origin_ns=recorder.origin_ns,
-                      worker_pids=worker_pids, clock_file=clock_file)
+                      worker_pids=worker_pids, clock_file=clock_file,
+                      profile_path=profile_path, app_env=app_env)
     append_to_recorder(recorder, result.history.ops)
 
     notes = [f"{users} Locust users for {run_time_s} s"]

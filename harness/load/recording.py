@@ -3,9 +3,9 @@
 Each Locust process (one, or one per ``--processes`` worker, or one per machine) writes
 its simulated users' requests to ``<history dir>/<host>-<pid>.jsonl``. The file has the
 shape of every history (see ``harness.history``): a run record, then an invoke op and a
-completion op per request, with the same fields and ``value`` summaries that the routing
-client writes. Indices are local to the file; ``harness.load.merge`` renumbers them when
-it merges the files of a run.
+completion op per request, with the same fields and canonical ``value`` summaries that
+the routing client writes, through the same API profile. Indices are local to the file;
+``harness.load.merge`` renumbers them when it merges the files of a run.
 
 - ``process``: a logical client per simulated user, ``pid * 1_000_000 + n`` for the
   n-th user that this OS process started, so ids are unique across the Locust processes
@@ -20,7 +20,11 @@ it merges the files of a run.
 The process reads its configuration from environment variables, which work the same for
 ``scan-harness load``, a plain ``locust -f`` run and Locust workers on other machines:
 
-- ``SCAN_LOAD_TOKEN_SECRET`` (required): the secret that signs the users' bearer tokens;
+- ``SCAN_LOAD_PROFILE``: the path of the API profile that the users speak (see
+  ``harness.profile``); default the reference service's;
+- ``SCAN_LOAD_TOKEN_SECRET``: the secret that signs the users' bearer tokens, required
+  with the reference service's profile. Another profile's tokens come from its ``[auth]``
+  section; a token function there gets the process's environment as the app's;
 - ``SCAN_LOAD_HISTORY_DIR``: the directory for the process histories; unset records
   nothing;
 - ``SCAN_LOAD_ORIGIN_NS``: the monotonic origin of ``real_ns``, in ns; the default 0
@@ -50,11 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.client import summarize
+from harness.client import canonical_answer
 from harness.clock_state import CLOCK_FILE_ENV, ClockState, read_state, real_time_ns
 from harness.history import Function, Op, OpType, RunRecord
+from harness.profile import REFERENCE_PROFILE, Profile, ProfileError, load_profile
 
 TOKEN_SECRET_ENV = "SCAN_LOAD_TOKEN_SECRET"
+PROFILE_ENV = "SCAN_LOAD_PROFILE"
 HISTORY_DIR_ENV = "SCAN_LOAD_HISTORY_DIR"
 ORIGIN_NS_ENV = "SCAN_LOAD_ORIGIN_NS"
 RUN_RECORD_ENV = "SCAN_LOAD_RUN_RECORD"
@@ -104,7 +110,12 @@ class VirtualClockReader:
 class LoadSettings:
     """The configuration of a Locust process, as the environment variables give it."""
 
-    token_secret: str
+    token_secret: str | None = None
+    """The reference service's token secret; other profiles may need none."""
+
+    profile_path: Path | None = None
+    """The API profile the users speak; None is the reference service's."""
+
     history_dir: Path | None = None
     """Directory of the process histories; None records nothing."""
 
@@ -130,11 +141,17 @@ class LoadSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LoadSettings:
         """Read the settings, raising SettingsError that names the variable and the fix."""
-        secret = env.get(TOKEN_SECRET_ENV, "")
-        if not secret:
+        secret = env.get(TOKEN_SECRET_ENV, "") or None
+        profile_path = Path(env[PROFILE_ENV]) if env.get(PROFILE_ENV) else None
+        try:
+            profile = load_profile(profile_path or REFERENCE_PROFILE)
+        except ProfileError as error:
+            raise SettingsError(f"{PROFILE_ENV}: {error}") from error
+        if secret is None and profile.is_reference:
             raise SettingsError(
                 f"{TOKEN_SECRET_ENV} is not set: set it to the token secret of the cluster "
-                "under test (scan-harness serve prints it)")
+                "under test (scan-harness serve prints it), or set SCAN_LOAD_PROFILE to the "
+                "API profile of another service")
         history_dir = env.get(HISTORY_DIR_ENV) or None
         csv_prefix = env.get(CSV_PREFIX_ENV) or None
         clock_file = env.get(CLOCK_FILE_ENV) or None
@@ -147,6 +164,7 @@ class LoadSettings:
                                     "unset it to write a default one") from error
         return cls(
             token_secret=secret,
+            profile_path=profile_path,
             history_dir=Path(history_dir) if history_dir else None,
             origin_ns=_int_setting(env, ORIGIN_NS_ENV, 0, minimum=0),
             run=run,
@@ -157,15 +175,22 @@ class LoadSettings:
             csv_prefix=Path(csv_prefix) if csv_prefix else None,
         )
 
+    def load_profile(self) -> Profile:
+        """Return the API profile that the users speak."""
+        return load_profile(self.profile_path or REFERENCE_PROFILE)
+
     def to_env(self) -> dict[str, str]:
         """Return the environment variables that give a Locust process these settings."""
         env = {
-            TOKEN_SECRET_ENV: self.token_secret,
             ORIGIN_NS_ENV: str(self.origin_ns),
             SCENARIO_ENV: self.scenario or "",
             CONNECTIONS_ENV: str(self.connections),
             SCAN_TIMEOUT_ENV: str(round(self.scan_timeout_s)),
         }
+        if self.token_secret is not None:
+            env[TOKEN_SECRET_ENV] = self.token_secret
+        if self.profile_path is not None:
+            env[PROFILE_ENV] = str(self.profile_path)
         if self.history_dir is not None:
             env[HISTORY_DIR_ENV] = str(self.history_dir)
         if self.clock_file is not None:
@@ -191,18 +216,6 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: in
     return value
 
 
-def completion_type(f: Function, status_code: int) -> OpType:
-    """Return the op type of a response, by the rules of ``harness.client``.
-
-    A 5xx on a POST leaves the outcome unknown, because the scan may have started first.
-    """
-    if 200 <= status_code < 300:
-        return OpType.OK
-    if status_code >= 500 and f is Function.DISCOVER:
-        return OpType.INFO
-    return OpType.FAIL
-
-
 class ProcessHistory:
     """The process history of the current OS process, opened at its first op.
 
@@ -210,8 +223,9 @@ class ProcessHistory:
     then forks its workers, and each fork must write a file of its own.
     """
 
-    def __init__(self, settings: LoadSettings) -> None:
+    def __init__(self, settings: LoadSettings, profile: Profile) -> None:
         self.settings = settings
+        self.profile = profile
         self.clock = VirtualClockReader(settings.clock_file)
         self._pid: int | None = None
         self._file: IO[str] | None = None
@@ -254,18 +268,20 @@ class ProcessHistory:
 
     def complete(self, invoke: Op | None, *, status_code: int, body: dict[str, Any] | None,
                  worker_pid: int | None, text: str | None) -> Op | None:
-        """Record the response to ``invoke``: ok, fail or info by its status code."""
+        """Record the response to ``invoke``, reduced through the profile to the canonical
+        status code and value, as the routing client records it."""
         if invoke is None:
             return None
-        op_type = completion_type(invoke.f, status_code)
+        op_type, canonical_status, value = canonical_answer(self.profile, invoke.f,
+                                                            status_code, body)
         scan_id = invoke.scan_id
-        if invoke.f is Function.DISCOVER and op_type is OpType.OK and body is not None:
-            returned = body.get("scan_id")
+        if invoke.f is Function.DISCOVER and op_type is OpType.OK and value is not None:
+            returned = value.get("scan_id")
             scan_id = returned if isinstance(returned, str) else None
-        error = None if body is not None or status_code < 300 else (text or "")[:200]
+        error = None if body is not None or canonical_status < 300 else (text or "")[:200]
         return self._write(self._completion(
-            invoke, op_type, scan_id=scan_id, worker_pid=worker_pid, http_status=status_code,
-            value=summarize(invoke.f, status_code, body), error=error,
+            invoke, op_type, scan_id=scan_id, worker_pid=worker_pid,
+            http_status=canonical_status, value=value, error=error,
         ))
 
     def complete_unknown(self, invoke: Op | None, error: str) -> Op | None:

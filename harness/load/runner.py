@@ -1,10 +1,11 @@
-"""``scan-harness load``: Locust's load against the reference service, judged like a run.
+"""``scan-harness load``: Locust's load against a job service, judged like a run.
 
-``execute_load(config)`` starts the store and the cluster, or uses the cluster at
-``--url``. It runs Locust headless in its own process until the run time ends and
-merges the process histories into ``history.jsonl``. The checker judges that history,
-the thresholds judge Locust's statistics, and the verdict goes to ``summary.json`` and
-``junit.xml``.
+``execute_load(config)`` starts the store and a cluster of the reference service or of
+the user's app (``--app``), or uses the service at ``--url``; the users speak the API
+through its profile (``--profile``). It runs Locust headless in its own process until
+the run time ends and merges the process histories into ``history.jsonl``. The checker
+judges that history, the thresholds judge Locust's statistics, and the verdict goes to
+``summary.json`` and ``junit.xml``.
 
 Exit codes, ranked 3 over 1 over 2 over 4: 0 pass, 1 an invariant was violated, 2 a
 threshold was missed, 3 the harness could not run, 4 inconclusive (no invariant had
@@ -35,6 +36,7 @@ from harness.load.merge import seen_worker_pids, set_worker_indices, write_histo
 from harness.load.phase import LoadResult, run_load
 from harness.load.report import write_load_reports
 from harness.processes import StartError
+from harness.profile import ProfileError, token_source
 from harness.runner import (
     ConfigError,
     ExitCode,
@@ -47,7 +49,7 @@ from harness.runner import (
     running_cluster,
     validate,
 )
-from service_under_test.auth import mint_token
+from harness.target import TargetError, check_url, profile_for
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +81,20 @@ class LoadConfig:
     seed: int | None = None
     out: Path | None = None
     url: str | None = None
-    """A running cluster of the reference service to load instead of starting one."""
+    """A running service to load instead of starting a cluster."""
 
     token_secret: str | None = None
-    """The secret that the cluster at ``url`` signs tokens with."""
+    """The secret that the reference service at ``url`` signs tokens with."""
+
+    app: str | None = None
+    """The user's WSGI or ASGI app (``module:app``) to serve instead of the reference one."""
+
+    profile: Path | None = None
+    """The API profile the users speak; None is the reference service's."""
+
+    gunicorn_config: Path | None = None
+    allow_remote: bool = False
+    """Allow a ``url`` that is not on loopback; the command line then wants explicit caps."""
 
     port: int = 0
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -136,12 +148,17 @@ def validate_load(config: LoadConfig) -> int:
         validate(run_config(config))
         return run_time_s
 
-    if not config.url.startswith(("http://", "https://")):
-        raise ConfigError(f"--url {config.url!r} is not an http:// or https:// URL; give "
-                          "the cluster's base URL, such as http://127.0.0.1:8000")
-    if not config.token_secret:
+    if config.app is not None:
+        raise ConfigError("--app starts your app and --url names a running one; give one")
+    try:
+        check_url(config.url, allow_remote=config.allow_remote)
+        profile = profile_for(config.profile)
+    except (ProfileError, TargetError) as error:
+        raise ConfigError(str(error)) from error
+    if profile.is_reference and not config.token_secret:
         raise ConfigError("--url needs --token-secret: the secret the cluster signs tokens "
-                          "with (scan-harness serve prints it)")
+                          "with (scan-harness serve prints it); for another service, pass "
+                          "its API profile with --profile")
     if config.faults:
         raise ConfigError("--fault cannot be used with --url: faults are switched on when a "
                           "cluster starts, so pass them to scan-harness serve")
@@ -153,7 +170,10 @@ def run_config(config: LoadConfig) -> RunConfig:
     return RunConfig(seed=config.seed, workers=config.workers,
                      worker_class=config.worker_class,
                      store=EXTERNAL_STORE if config.url else config.store,
-                     faults=config.faults, scenarios=(), out=config.out)
+                     faults=config.faults, scenarios=(), out=config.out, app=config.app,
+                     url=config.url, profile=config.profile,
+                     gunicorn_config=config.gunicorn_config,
+                     allow_remote=config.allow_remote)
 
 
 def combine_exit_codes(*codes: int) -> int:
@@ -163,7 +183,7 @@ def combine_exit_codes(*codes: int) -> int:
 
 def execute_load(config: LoadConfig, *,
                  progress: Callable[[str], None] | None = None) -> LoadOutcome:
-    """Load the reference service with Locust and judge the history and the thresholds."""
+    """Load the service with Locust and judge the history and the thresholds."""
     say = progress or (lambda message: None)
     run_time_s = validate_load(config)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(10**6)
@@ -204,13 +224,15 @@ def _load(config: LoadConfig, options: LocustOptions, outcome: LoadOutcome,
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     origin_ns = time.monotonic_ns()
-    with _target(config, outcome, run_id, say) as (host, secret, worker_pids):
+    with _target(config, outcome, run_id, say) as target:
         say(f"Locust: {options.users} users at {options.spawn_rate:g}/s for "
             f"{options.run_time_s} s in {_processes_text(options.processes)}")
-        result = run_load(host, options, run_dir, token_secret=secret, run=record,
-                          origin_ns=origin_ns, worker_pids=worker_pids,
+        result = run_load(target.host, options, run_dir, token_secret=target.secret,
+                          run=record, origin_ns=origin_ns, worker_pids=target.worker_pids,
                           clock_file=None if config.url else run_dir / CLOCK_FILE_NAME,
-                          record=config.record, connections=config.connections)
+                          record=config.record, connections=config.connections,
+                          profile_path=config.profile, app_env=target.app_env)
+    worker_pids = target.worker_pids
     outcome.locust_pids = result.locust.pids
     if worker_pids is None:
         outcome.worker_pids_source = "history"
@@ -220,15 +242,30 @@ def _load(config: LoadConfig, options: LocustOptions, outcome: LoadOutcome,
     return result
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The service under load, as Locust needs it."""
+
+    host: str
+    secret: str | None
+    """The reference service's token secret; None for another profile."""
+
+    worker_pids: list[int] | None
+    """The workers in index order; None when the harness did not start them."""
+
+    app_env: dict[str, str]
+    """The environment a profile's token function reads as the app's."""
+
+
 @contextmanager
 def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
-            say: Callable[[str], None]) -> Iterator[tuple[str, str, list[int] | None]]:
-    """Yield the URL, token secret and worker pids of the cluster under load."""
+            say: Callable[[str], None]) -> Iterator[_Target]:
+    """Yield the service under load: the one at ``--url``, or a cluster started here."""
+    profile = profile_for(config.profile)
     if config.url is not None:
-        assert config.token_secret is not None
-        _probe(config.url)
-        say(f"loading the cluster at {config.url}")
-        yield config.url, config.token_secret, None
+        _probe(config.url, profile.probe_path)
+        say(f"loading the service at {config.url}")
+        yield _Target(config.url, config.token_secret, None, dict(profile.env))
         return
 
     secret = secrets.token_hex(16)
@@ -237,7 +274,8 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
     with running_cluster(cluster_config, outcome.run.run_dir, outcome.run.seed, run_id, secret,
                          port=config.port) as (_, cluster):
         client = RoutingClient(cluster.base_url, HistoryRecorder(RunRecord(seed=0)),
-                               token_for=lambda user: mint_token(secret, user))
+                               profile=profile,
+                               headers_for=token_source(profile.auth, cluster.config.env))
         try:
             pids = client.pin_workers(config.workers, is_alive=cluster.check_alive)
         finally:
@@ -245,19 +283,21 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
         outcome.run.worker_pids = pids
         say(f"cluster ready at {cluster.base_url}; workers (pid): "
             + ", ".join(f"{index} ({pid})" for index, pid in enumerate(pids)))
-        yield cluster.base_url, secret, pids
+        yield _Target(cluster.base_url, secret if config.app is None else None, pids,
+                      cluster.config.env)
 
 
-def _probe(url: str) -> None:
-    """Raise StartError unless the cluster at ``url`` answers ``/healthz``."""
+def _probe(url: str, probe_path: str) -> None:
+    """Raise StartError unless the service at ``url`` answers ``probe_path`` below 500."""
+    probe_url = url.rstrip("/") + probe_path
     try:
-        response = httpx.get(url.rstrip("/") + "/healthz", timeout=5.0, trust_env=False)
+        response = httpx.get(probe_url, timeout=5.0, trust_env=False)
     except httpx.HTTPError as error:
-        raise StartError(f"cannot reach --url {url}: {error}; start the cluster "
-                         "(scan-harness serve) or fix the URL") from error
-    if response.status_code != 200:
-        raise StartError(f"--url {url} answered /healthz with HTTP {response.status_code}; "
-                         "point it at a cluster of the reference service")
+        raise StartError(f"cannot reach --url {url}: {error}; start the service "
+                         "(scan-harness serve for the reference one) or fix the URL") from error
+    if response.status_code >= 500:
+        raise StartError(f"--url {url} answered {probe_path} with HTTP "
+                         f"{response.status_code}; check that the service is healthy")
 
 
 def _judge(outcome: LoadOutcome, result: LoadResult) -> None:

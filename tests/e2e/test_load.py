@@ -138,6 +138,13 @@ def busy_port() -> Iterator[int]:
     (["--url", "http://127.0.0.1:9"], "--url needs --token-secret"),
     (["--url", "http://127.0.0.1:9", "--token-secret", "s", "--fault", "late-placeholder"],
      "--url names a running cluster, so --fault cannot be used with it"),
+    (["--url", "http://127.0.0.1:9", "--app", "tests.apps.jobs_app:app"],
+     "--url names a running cluster, so --app cannot be used with it"),
+    # Refused before any request goes out: the address is never contacted.
+    (["--url", "http://192.0.2.1:8000", "--token-secret", "s"], "is not on loopback"),
+    (["--url", "http://192.0.2.1:8000", "--allow-remote", "--token-secret", "s"],
+     "--allow-remote needs explicit caps on load: give --users N and --run-time S"),
+    (["--profile", "no-such-profile.toml"], "profile no-such-profile.toml not found"),
 ])
 def test_bad_input_exits_3(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli("load", "--run-time", "3s", *args, "--out", str(tmp_path / "run"))
@@ -203,7 +210,7 @@ def test_plain_locust_run_is_judged(tmp_path: Path, repo_env: dict[str, str]) ->
     check = run_cli("check", str(merged))
 
     assert locust.returncode == 0, locust.stderr[-2000:]
-    assert "/status/[id]" in locust.stderr
+    assert "/api/v1/opportunities/status/{job_id}" in locust.stderr
     assert merge.returncode == 0, merge.stderr
     assert f"into {merged}" in merge.stdout
     assert check.returncode == 0, check.stdout

@@ -54,6 +54,42 @@ def test_app_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int)
         assert invariants == set()
 
 
+@pytest.mark.parametrize(("store", "verdict"), [("memory", "fail"), ("redis", "pass")])
+def test_load_phase_speaks_the_profile(tmp_path: Path, store: str, verdict: str) -> None:
+    out = tmp_path / "run"
+    completed = run_cli("run", "--app", APP, "--profile", str(PROFILE), "--workers", "2",
+                        "--scenario", "poll-every-worker", "--load-seconds", "3",
+                        "--load-users", "4", "--out", str(out), store=store)
+
+    assert completed.returncode == {"fail": 1, "pass": 0}[verdict], completed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    load = {scenario["name"]: scenario for scenario in summary["scenarios"]}["load"]
+    assert load["verdict"] == verdict
+    assert load["ops"] > 0
+    invariants = {violation["invariant"] for violation in load["violations"]}
+    assert ("known-scan-found" in invariants) == (store == "memory")
+    # Locust names its rows by the profile's paths.
+    stats = (out / "locust_stats.csv").read_text()
+    assert "POST,/jobs," in stats
+    assert "GET,/jobs/{job_id}," in stats
+    assert "--app tests.apps.jobs_app:app --profile" in summary["replay"]
+
+
+@pytest.mark.parametrize(("store", "exit_code"), [("memory", 1), ("redis", 0)])
+def test_load_command_speaks_the_profile(tmp_path: Path, store: str, exit_code: int) -> None:
+    out = tmp_path / "load"
+    completed = run_cli("load", "--app", APP, "--profile", str(PROFILE), "--workers", "2",
+                        "--users", "4", "--spawn-rate", "4", "--run-time", "3s", "--out",
+                        str(out), store=store)
+
+    assert completed.returncode == exit_code, completed.stdout + completed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    invariants = {violation["invariant"] for violation in summary["violations"]}
+    assert ("known-scan-found" in invariants) == (store == "memory")
+    assert summary["counts"]["requests"] > 0
+    assert "GET,/jobs/{job_id}/output," in (out / "locust_stats.csv").read_text()
+
+
 @pytest.mark.parametrize(("store", "exit_code"), [("memory", 1), ("redis", 0)])
 def test_url_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int) -> None:
     redis_store = EmbeddedStore(key_prefix="")
@@ -112,9 +148,10 @@ def test_url_mode_routes_named_workers(tmp_path: Path, store: str, exit_code: in
         assert wait_until(lambda: _answers(port), timeout_s=30)
         out = tmp_path / "run"
         completed = run_cli("run", "--url", f"http://127.0.0.1:{port}", "--profile",
-                            str(PROFILE), "--workers", "2", "--load-seconds", "0", "--out",
-                            str(out), "--scenario", "poll-every-worker",
-                            "--scenario", "results-twice", store=store)
+                            str(PROFILE), "--workers", "2", "--load-seconds", "2",
+                            "--load-users", "3", "--out", str(out),
+                            "--scenario", "poll-every-worker", "--scenario", "results-twice",
+                            store=store)
     finally:
         server.stop()
         redis_store.stop()
@@ -127,6 +164,10 @@ def test_url_mode_routes_named_workers(tmp_path: Path, store: str, exit_code: in
         assert "known-scan-found" in invariants
     else:
         assert invariants == set()
+    # The load phase reaches the running service too, through the same profile.
+    load = {scenario["name"]: scenario for scenario in summary["scenarios"]}["load"]
+    assert load["ops"] > 0
+    assert load["error"] is None
 
 
 def _answers(port: int) -> bool:

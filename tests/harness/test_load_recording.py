@@ -18,6 +18,11 @@ from harness.load.recording import (
     SettingsError,
     VirtualClockReader,
 )
+from harness.profile import REFERENCE_PROFILE, load_profile
+from tests.conftest import REPO_ROOT
+
+REFERENCE = load_profile(REFERENCE_PROFILE)
+JOBS_PROFILE = REPO_ROOT / "tests" / "apps" / "jobs_profile.toml"
 
 STATUS_BODY = {"scan_id": "s1", "status": "scanning",
                "progress": {"strategies_completed": 3, "total_strategies": 14,
@@ -42,6 +47,21 @@ def test_settings_need_secret() -> None:
         LoadSettings.from_env({})
 
 
+def test_other_profile_needs_no_secret() -> None:
+    loaded = LoadSettings.from_env({"SCAN_LOAD_PROFILE": str(JOBS_PROFILE)})
+
+    assert loaded.token_secret is None
+    assert loaded.load_profile().name == "jobs example app"
+
+
+def test_settings_name_a_bad_profile(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(JOBS_PROFILE.read_text().replace("retention_s = 600", "retention_s = -1"))
+
+    with pytest.raises(SettingsError, match=r"SCAN_LOAD_PROFILE: .*retention_s must be positive"):
+        LoadSettings.from_env({"SCAN_LOAD_PROFILE": str(bad)})
+
+
 def test_settings_reject_bad_number() -> None:
     env = {"SCAN_LOAD_TOKEN_SECRET": "s", "SCAN_LOAD_CONNECTIONS": "many"}
 
@@ -51,7 +71,8 @@ def test_settings_reject_bad_number() -> None:
 
 def test_settings_round_trip(tmp_path: Path) -> None:
     original = settings(tmp_path, origin_ns=123, connections=2, scan_timeout_s=7.0,
-                        clock_file=tmp_path / "clock.json", csv_prefix=tmp_path / "locust")
+                        clock_file=tmp_path / "clock.json", csv_prefix=tmp_path / "locust",
+                        profile_path=JOBS_PROFILE)
 
     assert LoadSettings.from_env(original.to_env()) == original
 
@@ -66,7 +87,7 @@ def test_settings_defaults() -> None:
 
 
 def test_history_records_invoke_and_ok(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path, origin_ns=time.monotonic_ns()))
+    history = ProcessHistory(settings(tmp_path, origin_ns=time.monotonic_ns()), REFERENCE)
     process = history.new_process_id()
 
     invoke = history.invoke(Function.STATUS, process=process, user="u1", scan_id="s1",
@@ -88,7 +109,7 @@ def test_history_records_invoke_and_ok(tmp_path: Path) -> None:
 
 
 def test_discover_takes_scan_id(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     invoke = history.invoke(Function.DISCOVER, process=1, user="u1", scan_id=None, value={})
 
     op = history.complete(invoke, status_code=200, worker_pid=1, text=None,
@@ -107,7 +128,7 @@ def test_discover_takes_scan_id(tmp_path: Path) -> None:
 ])
 def test_completion_types(tmp_path: Path, f: Function, status_code: int,
                           expected: OpType) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     invoke = history.invoke(f, process=1, user="u1", scan_id="s1", value=None)
 
     op = history.complete(invoke, status_code=status_code, body=None, worker_pid=1,
@@ -118,8 +139,33 @@ def test_completion_types(tmp_path: Path, f: Function, status_code: int,
     assert op.error == (None if status_code < 300 else "Service Unavailable")
 
 
+@pytest.mark.parametrize(("f", "status_code", "body", "expected"), [
+    (Function.DISCOVER, 201, {"job": {"id": 7, "steps": 3}},
+     (OpType.OK, 200, {"scan_id": "7", "total_strategies": 3, "service_http_status": 201})),
+    (Function.STATUS, 200, {"state": "done", "done_steps": 3, "steps": 3},
+     (OpType.OK, 200, {"status": "complete", "strategies_completed": 3,
+                       "total_strategies": 3})),
+    (Function.STATUS, 404, {"detail": "no such job"},
+     (OpType.OK, 200, {"status": "not_found", "service_http_status": 404})),
+    (Function.RESULTS, 409, {"detail": "still running"},
+     (OpType.OK, 202, {"status": "scanning", "service_http_status": 409})),
+])
+def test_other_profile_records_canonical_values(
+        tmp_path: Path, f: Function, status_code: int, body: dict[str, object],
+        expected: tuple[OpType, int, dict[str, object]]) -> None:
+    history = ProcessHistory(settings(tmp_path, token_secret=None), load_profile(JOBS_PROFILE))
+    invoke = history.invoke(f, process=1, user="u1", scan_id=None, value=None)
+
+    op = history.complete(invoke, status_code=status_code, body=body, worker_pid=1, text=None)
+
+    assert op is not None
+    assert (op.type, op.http_status, op.value) == expected
+    if f is Function.DISCOVER:
+        assert op.scan_id == "7"
+
+
 def test_unknown_outcome_is_info(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     invoke = history.invoke(Function.STATUS, process=1, user="u1", scan_id="s1", value=None)
 
     op = history.complete_unknown(invoke, "ConnectionRefusedError: refused")
@@ -129,7 +175,7 @@ def test_unknown_outcome_is_info(tmp_path: Path) -> None:
 
 
 def test_disabled_history_writes_nothing(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path, history_dir=None))
+    history = ProcessHistory(settings(tmp_path, history_dir=None), REFERENCE)
 
     invoke = history.invoke(Function.STATUS, process=1, user="u1", scan_id="s1", value=None)
 
@@ -139,7 +185,7 @@ def test_disabled_history_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_process_ids_derive_from_pid(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
 
     ids = [history.new_process_id() for _ in range(3)]
 
@@ -147,7 +193,7 @@ def test_process_ids_derive_from_pid(tmp_path: Path) -> None:
 
 
 def test_forked_child_writes_own_file(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     history.invoke(Function.STATUS, process=history.new_process_id(), user="parent",
                    scan_id="s1", value=None)
     history.flush()
@@ -187,7 +233,7 @@ def test_clock_reader_follows_file(tmp_path: Path) -> None:
 
 
 def test_run_record_line_first(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     history.invoke(Function.STATUS, process=1, user="u1", scan_id="s1", value=None)
     history.close()
 
@@ -197,7 +243,7 @@ def test_run_record_line_first(tmp_path: Path) -> None:
 
 
 def test_op_after_close_appends(tmp_path: Path) -> None:
-    history = ProcessHistory(settings(tmp_path))
+    history = ProcessHistory(settings(tmp_path), REFERENCE)
     first = history.invoke(Function.STATUS, process=1, user="u1", scan_id="s1", value=None)
     history.close()
 

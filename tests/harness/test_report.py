@@ -1,0 +1,77 @@
+"""The replay command of a run: parsed by the command line, it gives back the run's config."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.cli import run as run_command
+from harness.report import replay_command
+from harness.runner import ExitCode, RunConfig, RunOutcome
+
+NAMES = st.text(alphabet="abcdefghij-", min_size=1, max_size=12)
+PATHS = st.none() | st.builds(Path, st.sampled_from(["p.toml", "dir with space/p.toml",
+                                                     "/abs/g.py"]))
+SECONDS = st.integers(min_value=1, max_value=900).map(float)
+
+
+@st.composite
+def run_configs(draw: st.DrawFn) -> RunConfig:
+    target = draw(st.sampled_from(["reference", "app", "url"]))
+    app = "tests.apps.jobs_app:app" if target == "app" else None
+    url = "http://127.0.0.1:8123" if target == "url" else None
+    classes = ["uvicorn", "gthread"] + (["auto"] if target == "app" else [])
+    return RunConfig(
+        workers=draw(st.integers(min_value=1, max_value=8)),
+        worker_class=draw(st.sampled_from(classes)),
+        store=draw(st.sampled_from(["fakeredis", "redis-server", "redis://127.0.0.1:7000"])),
+        faults=tuple(draw(st.lists(NAMES, max_size=2))) if target == "reference" else (),
+        scenarios=tuple(draw(st.lists(NAMES, max_size=3))),
+        app=app, url=url,
+        allow_remote=url is not None and draw(st.booleans()),
+        profile=draw(PATHS), gunicorn_config=draw(PATHS), scenarios_dir=draw(PATHS),
+        clock_driver=draw(st.sampled_from(["time-machine", "freezegun"])),
+        load_seconds=draw(st.sampled_from([0.0, 10.0, 2.5])),
+        load_users=draw(st.integers(min_value=1, max_value=50)),
+        scenario_budget_s=draw(SECONDS), max_seconds=draw(SECONDS),
+    )
+
+
+def parsed_replay(outcome: RunOutcome) -> dict[str, object]:
+    argv = shlex.split(replay_command(outcome))
+    assert argv[:2] == ["scan-harness", "run"]
+    context = run_command.make_context("run", argv[2:])
+    return context.params
+
+
+@given(run_configs(), st.integers(min_value=0, max_value=10**6))
+def test_replay_gives_back_the_config(config: RunConfig, seed: int) -> None:
+    params = parsed_replay(RunOutcome(config, seed, Path("run"), ExitCode.PASS))
+
+    default_class = "auto" if config.app is not None else "uvicorn"
+    assert params["seed"] == seed
+    assert (params["worker_class"] or default_class) == config.worker_class
+    assert params["scenario_budget"] == config.scenario_budget_s
+    same = ["workers", "store", "faults", "scenarios", "app", "url", "allow_remote",
+            "profile", "gunicorn_config", "scenarios_dir", "clock_driver", "load_seconds",
+            "load_users", "max_seconds"]
+    assert {name: params[name] for name in same} == {name: getattr(config, name)
+                                                     for name in same}
+
+
+def test_default_run_replays_with_seed_only() -> None:
+    outcome = RunOutcome(RunConfig(load_seconds=10.0), 42, Path("run"), ExitCode.PASS)
+
+    assert replay_command(outcome) == "scan-harness run --seed 42"
+
+
+def test_remote_url_replay_names_its_load_caps() -> None:
+    config = RunConfig(url="http://10.0.0.5:8000", allow_remote=True, load_seconds=10.0)
+
+    command = replay_command(RunOutcome(config, 1, Path("run"), ExitCode.PASS))
+
+    assert "--allow-remote" in command
+    assert "--load-seconds 10 --load-users 10" in command
