@@ -39,6 +39,7 @@ from harness.load.recording import DEFAULT_SCENARIO as LOAD_SCENARIO
 from harness.nemesis import Nemesis, NemesisError
 from harness.processes import StartError
 from harness.profile import Profile, ProfileError, token_source
+from harness.profiles import REFERENCE_SECRET_ENV
 from harness.report import write_reports
 from harness.scenario import (
     Scenario,
@@ -54,6 +55,7 @@ from harness.target import (
     app_environment,
     check_url,
     detect_worker_class,
+    probe_url,
     profile_for,
     python_path_with_cwd,
 )
@@ -193,12 +195,20 @@ def _validate_target(config: RunConfig) -> None:
     if config.faults and (config.app is not None or config.url is not None):
         raise ConfigError("--fault switches on bugs of the reference service only; drop it "
                           "with --app or --url")
+    if config.app is not None and config.profile is None:
+        raise ConfigError(f"--app {config.app} needs --profile: the TOML API profile that "
+                          "describes your app's job API (docs/own-service.md shows one)")
     try:
-        profile_for(config.profile)
+        profile = profile_for(config.profile)
         if config.url is not None:
             check_url(config.url, allow_remote=config.allow_remote)
     except (ProfileError, TargetError) as error:
         raise ConfigError(str(error)) from error
+    if config.url is not None and profile.is_reference and not os.environ.get(
+            REFERENCE_SECRET_ENV):
+        raise ConfigError(f"--url without --profile tests the reference service, whose tokens "
+                          f"need its secret: set {REFERENCE_SECRET_ENV} (scan-harness serve "
+                          "prints it), or pass your service's API profile with --profile")
     if config.gunicorn_config is not None and not config.gunicorn_config.is_file():
         raise ConfigError(f"--gunicorn-config {config.gunicorn_config} does not exist; pass "
                           "the path of your gunicorn config file")
@@ -440,6 +450,7 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                            headers_for=token_source(profile.auth, auth_env))
     try:
         say(f"reaching the service at {config.url}")
+        probe_url(config.url, profile.probe_path)
         if client.sends_worker_header():
             outcome.worker_pids = client.pin_workers(config.workers)
         else:
@@ -454,13 +465,19 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
             outcome.scenarios.append(_run_without_cluster(chosen_scenario, client, config,
                                                           outcome.seed, deadline, say))
         if config.load_seconds > 0:
-            load = LoadTarget(config.url, outcome.worker_pids or None, None, auth_env, None)
+            load = LoadTarget(config.url, outcome.worker_pids or None, None, auth_env,
+                              auth_env.get(REFERENCE_SECRET_ENV) if profile.is_reference
+                              else None)
             outcome.scenarios.append(_run_load_phase(config, load, recorder, outcome,
                                                      deadline, say))
         _follow_up(outcome, client, None, recorder, config, deadline)
     except RoutingError as error:
         outcome.error = f"not every worker could be reached: {error}"
         outcome.exit_code = ExitCode.INCONCLUSIVE
+        return _finish(outcome, recorder, started)
+    except TargetError as error:
+        outcome.error = str(error)
+        outcome.exit_code = ExitCode.HARNESS_ERROR
         return _finish(outcome, recorder, started)
     finally:
         client.close()
@@ -532,7 +549,7 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
 
 @dataclass(frozen=True)
 class LoadTarget:
-    """What the load phase needs to know of the service it loads."""
+    """The service that the load phase loads, and how its users authenticate."""
 
     base_url: str
     worker_pids: list[int] | None

@@ -25,11 +25,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+
 from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV
 from harness.profile import REFERENCE_PROFILE, Profile, load_profile
 
 # Seconds the harness waits for a child Python to import the app and report its kind.
 DETECT_TIMEOUT_S = 60.0
+
+# Seconds a running service at --url has to answer its probe path.
+PROBE_TIMEOUT_S = 5.0
 
 _DETECT_SCRIPT = """
 import importlib, inspect, sys
@@ -68,9 +73,11 @@ def detect_worker_class(app: str, env: Mapping[str, str]) -> str:
                           "pass --worker-class to skip the check") from error
     kind = completed.stdout.strip()
     if completed.returncode != 0 or kind not in ("uvicorn", "gthread"):
-        last_lines = "\n".join(completed.stderr.strip().splitlines()[-5:])
-        raise TargetError(f"the app {app!r} could not be imported: {last_lines}; write it "
-                          "as module:attribute, importable from the current folder or "
+        # The traceback's last line names the exception, such as ModuleNotFoundError.
+        lines = completed.stderr.strip().splitlines()
+        reason = lines[-1].strip() if lines else f"exit code {completed.returncode}"
+        raise TargetError(f"the app {app!r} could not be imported ({reason}); write it as "
+                          "module:attribute, importable from the current folder or "
                           "PYTHONPATH")
     return kind
 
@@ -101,6 +108,20 @@ def check_url(url: str, *, allow_remote: bool) -> None:
     raise TargetError(f"--url {url!r} is not on loopback; the harness sends its scenarios "
                       "only to this machine unless you add --allow-remote (and, for a load "
                       "phase, explicit --load-users and --load-seconds caps)")
+
+
+def probe_url(url: str, probe_path: str) -> None:
+    """Raise TargetError unless the service at ``url`` responds to ``probe_path`` with a
+    status below 500."""
+    try:
+        response = httpx.get(url.rstrip("/") + probe_path, timeout=PROBE_TIMEOUT_S,
+                             trust_env=False)
+    except httpx.HTTPError as error:
+        raise TargetError(f"cannot reach --url {url}: {error}; start the service (scan-harness "
+                          "serve for the reference one) or fix the URL") from error
+    if response.status_code >= 500:
+        raise TargetError(f"--url {url} responded to {probe_path} with HTTP "
+                          f"{response.status_code}; check that the service is healthy")
 
 
 def is_loopback(host: str) -> bool:

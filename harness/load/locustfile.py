@@ -134,8 +134,8 @@ def _auth_environment(settings: LoadSettings) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What a user reads of a response: the canonical status code (0 for no response) and
-    value, as the checker sees them (see ``harness.history.Op``)."""
+    """The part of a response that a user reads: the canonical status code (0 for no
+    response) and value, as the checker reads them (see ``harness.history.Op``)."""
 
     status_code: int
     value: dict[str, Any] | None

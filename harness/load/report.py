@@ -47,14 +47,27 @@ def rerun_command(outcome: LoadOutcome) -> str:
     if config.processes != 1:
         argv += ["--processes", str(config.processes)]
     if config.url is not None:
-        argv += ["--url", config.url, "--token-secret", "SECRET"]
+        argv += ["--url", config.url]
+        if config.allow_remote:
+            argv += ["--allow-remote"]
+        if config.token_secret is not None:
+            argv += ["--token-secret", "SECRET"]
     else:
+        if config.app is not None:
+            argv += ["--app", config.app]
+        if config.gunicorn_config is not None:
+            argv += ["--gunicorn-config", str(config.gunicorn_config)]
         if config.workers != 4:
             argv += ["--workers", str(config.workers)]
+        # With --app the command line's default worker class is auto.
+        if config.worker_class != ("auto" if config.app is not None else "uvicorn"):
+            argv += ["--worker-class", config.worker_class]
         if config.store != "fakeredis":
             argv += ["--store", config.store]
         for fault in config.faults:
             argv += ["--fault", fault]
+    if config.profile is not None:
+        argv += ["--profile", str(config.profile)]
     thresholds = config.thresholds
     for option, value in (("--max-p95-ms", thresholds.max_p95_ms),
                           ("--max-fail-ratio", thresholds.max_fail_ratio),
@@ -76,6 +89,8 @@ def load_summary(outcome: LoadOutcome) -> dict[str, Any]:
         "run_time": config.run_time,
         "processes": config.processes,
         "url": config.url,
+        "app": config.app,
+        "profile": str(config.profile) if config.profile is not None else None,
         "recorded": config.record,
         "connections_per_user": config.connections,
         "stats": outcome.stats.to_json() if outcome.stats is not None else None,

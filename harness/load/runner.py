@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from harness.checker import INVARIANTS, Verdict, check
 from harness.client import RoutingClient, RoutingError
 from harness.history import HistoryRecorder, RunRecord
@@ -49,7 +47,7 @@ from harness.runner import (
     running_cluster,
     validate,
 )
-from harness.target import TargetError, check_url, profile_for
+from harness.target import TargetError, check_url, probe_url, profile_for
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +286,11 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
 
 
 def _probe(url: str, probe_path: str) -> None:
-    """Raise StartError unless the service at ``url`` answers ``probe_path`` below 500."""
-    probe_url = url.rstrip("/") + probe_path
+    """Raise StartError unless the service at ``url`` responds to ``probe_path``."""
     try:
-        response = httpx.get(probe_url, timeout=5.0, trust_env=False)
-    except httpx.HTTPError as error:
-        raise StartError(f"cannot reach --url {url}: {error}; start the service "
-                         "(scan-harness serve for the reference one) or fix the URL") from error
-    if response.status_code >= 500:
-        raise StartError(f"--url {url} answered {probe_path} with HTTP "
-                         f"{response.status_code}; check that the service is healthy")
+        probe_url(url, probe_path)
+    except TargetError as error:
+        raise StartError(str(error)) from error
 
 
 def _judge(outcome: LoadOutcome, result: LoadResult) -> None:

@@ -26,9 +26,12 @@ SCENARIOS = ["poll-every-worker", "results-twice", "poll-at-once-elsewhere",
 URL_SCENARIOS = ["poll-every-worker", "results-twice", "expiry-after-an-hour"]
 
 
-def run_cli(*args: str, store: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, store: str, timeout_s: float = 180,
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "JOBS_APP_STORE": store,
            "PYTHONPATH": str(REPO_ROOT)}
+    for name in unset:
+        env.pop(name, None)
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout_s,
                           env=env, cwd=REPO_ROOT)
 
@@ -196,3 +199,42 @@ def test_remote_url_rejected() -> None:
 
     assert completed.returncode == 3
     assert "is not on loopback" in completed.stderr
+
+
+def test_app_without_profile_exits_3() -> None:
+    completed = run_cli("run", "--app", APP, store="memory")
+
+    assert completed.returncode == 3
+    assert f"--app {APP} needs --profile" in completed.stderr
+
+
+def test_url_of_reference_service_needs_its_secret() -> None:
+    completed = run_cli("run", "--url", "http://127.0.0.1:9", store="memory",
+                        unset=("SCAN_SERVICE_TOKEN_SECRET",))
+
+    assert completed.returncode == 3
+    assert "set SCAN_SERVICE_TOKEN_SECRET" in completed.stderr
+
+
+def test_url_where_nothing_listens_exits_3(tmp_path: Path) -> None:
+    closed_port = free_port()
+
+    completed = run_cli("run", "--url", f"http://127.0.0.1:{closed_port}", "--profile",
+                        str(PROFILE), "--load-seconds", "0", "--out", str(tmp_path / "run"),
+                        store="memory")
+
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    assert f"cannot reach --url http://127.0.0.1:{closed_port}" in completed.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["exit_code"] == 3
+
+
+def test_app_that_cannot_be_imported_names_the_error() -> None:
+    completed = run_cli("run", "--app", "tests.apps.no_such_app:app", "--profile",
+                        str(PROFILE), store="memory")
+
+    assert completed.returncode == 3
+    output = completed.stdout + completed.stderr
+    assert "ModuleNotFoundError: No module named 'tests.apps.no_such_app'" in output
+    assert "write it as module:attribute" in output
+    assert 'File "' not in output  # the cause, not the traceback

@@ -1,4 +1,5 @@
-"""The replay command of a run: parsed by the command line, it gives back the run's config."""
+"""The replay commands of a run and of a load: the command line parses each back into its
+config."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.cli import load as load_command
 from harness.cli import run as run_command
+from harness.load.locust_stats import Thresholds
+from harness.load.report import rerun_command
+from harness.load.runner import LoadConfig, LoadOutcome
 from harness.report import replay_command
 from harness.runner import ExitCode, RunConfig, RunOutcome
 
@@ -75,3 +80,48 @@ def test_remote_url_replay_names_its_load_caps() -> None:
 
     assert "--allow-remote" in command
     assert "--load-seconds 10 --load-users 10" in command
+
+
+@st.composite
+def load_configs(draw: st.DrawFn) -> LoadConfig:
+    target = draw(st.sampled_from(["reference", "app", "url"]))
+    app = "tests.apps.jobs_app:app" if target == "app" else None
+    url = "http://127.0.0.1:8123" if target == "url" else None
+    classes = ["uvicorn", "gthread"] + (["auto"] if target == "app" else [])
+    limits = st.none() | st.floats(min_value=0.5, max_value=900).map(round)
+    return LoadConfig(
+        users=draw(st.integers(min_value=1, max_value=500)),
+        spawn_rate=draw(st.sampled_from([1.0, 2.5, 10.0])),
+        run_time=draw(st.sampled_from(["30s", "5m", "90"])),
+        processes=draw(st.integers(min_value=1, max_value=4)),
+        workers=draw(st.integers(min_value=1, max_value=8)) if url is None else 4,
+        worker_class=draw(st.sampled_from(classes)) if url is None else "uvicorn",
+        store=draw(st.sampled_from(["fakeredis", "redis-server"])) if url is None
+        else "fakeredis",
+        faults=tuple(draw(st.lists(NAMES, max_size=2))) if target == "reference" else (),
+        url=url, app=app,
+        token_secret=draw(st.sampled_from([None, "s3cret"])) if url else None,
+        allow_remote=url is not None and draw(st.booleans()),
+        profile=draw(PATHS),
+        gunicorn_config=draw(PATHS) if url is None else None,
+        thresholds=Thresholds(max_p95_ms=draw(limits), min_rps=draw(limits)),
+    )
+
+
+@given(load_configs(), st.integers(min_value=0, max_value=10**6))
+def test_load_rerun_gives_back_the_config(config: LoadConfig, seed: int) -> None:
+    run = RunOutcome(RunConfig(), seed, Path("run"), ExitCode.PASS)
+    argv = shlex.split(rerun_command(LoadOutcome(config, run)))
+    params = load_command.make_context("load", argv[2:]).params
+
+    default_class = "auto" if config.app is not None else "uvicorn"
+    assert argv[:2] == ["scan-harness", "load"]
+    assert params["seed"] == seed
+    assert (params["worker_class"] or default_class) == config.worker_class
+    assert params["token_secret"] == ("SECRET" if config.token_secret else None)
+    assert params["max_p95_ms"] == config.thresholds.max_p95_ms
+    assert params["min_rps"] == config.thresholds.min_rps
+    same = ["users", "spawn_rate", "run_time", "processes", "workers", "store", "faults",
+            "url", "app", "allow_remote", "profile", "gunicorn_config"]
+    assert {name: params[name] for name in same} == {name: getattr(config, name)
+                                                     for name in same}
