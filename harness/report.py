@@ -6,6 +6,8 @@ finds a file that says what happened. Keys of ``summary.json``:
 - ``verdict``: ``pass``, ``fail`` or ``unknown`` (null when the harness could not run);
 - ``exit_code`` and ``error`` (what stopped the harness, if anything);
 - ``seed`` and ``replay``: the command that runs the same steps to the same workers;
+- ``target``: what was tested (``reference``, ``app`` or ``url``), the app or URL, the
+  profile, the routing (``pinned`` or ``observed``) and the worker class of the cluster;
 - ``scenarios``: per scenario, its verdict, the invariants it declares, its ops, its
   duration, and the violations of its own ops;
 - ``violations``: every violation of the whole history, with invariant, scan id, op
@@ -219,6 +221,8 @@ def print_summary(outcome: RunOutcome, console: Console, *, max_violations: int 
     counts = count_ops(outcome.history)
     by_worker = ", ".join(f"worker {worker}: {count}"
                           for worker, count in counts["by_worker"].items())
+    if not by_worker:
+        by_worker = "no answer named its worker"
     console.print(f"{counts['requests']} requests, {counts['scans']} scans ({by_worker})")
 
     violations = outcome.result.violations if outcome.result else []

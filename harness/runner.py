@@ -53,6 +53,7 @@ from harness.store_proxy import StoreProxy, proxied_url
 from harness.target import (
     TargetError,
     app_environment,
+    check_app,
     check_url,
     detect_worker_class,
     probe_url,
@@ -195,6 +196,11 @@ def _validate_target(config: RunConfig) -> None:
     if config.faults and (config.app is not None or config.url is not None):
         raise ConfigError("--fault switches on bugs of the reference service only; drop it "
                           "with --app or --url")
+    if config.app is not None:
+        try:
+            check_app(config.app)
+        except TargetError as error:
+            raise ConfigError(str(error)) from error
     if config.app is not None and config.profile is None:
         raise ConfigError(f"--app {config.app} needs --profile: the TOML API profile that "
                           "describes your app's job API (docs/own-service.md shows one)")
@@ -386,8 +392,9 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     if config.app is not None:
         outcome.target["app"] = config.app
     try:
-        say(f"starting the {config.store} store and {config.workers} "
-            f"{config.worker_class} workers")
+        worker_class = ("workers of the class that suits the app"
+                        if config.worker_class == "auto" else f"{config.worker_class} workers")
+        say(f"starting the {config.store} store and {config.workers} {worker_class}")
         proxy = StoreProxy(("127.0.0.1", 0)) if uses_store_proxy(config) else None
         with running_cluster(config, run_dir, seed, run_id, secret,
                              proxy=proxy) as (store, cluster):
@@ -403,8 +410,9 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                 outcome.worker_pids = client.pin_workers(config.workers,
                                                          is_alive=cluster.check_alive)
                 outcome.timings_s["ready"] = time.monotonic() - started
-                say(f"cluster ready at {cluster.base_url} in "
-                    f"{outcome.timings_s['ready']:.2f} s; workers (pid): "
+                outcome.target["worker_class"] = cluster.config.worker_class
+                say(f"cluster of {cluster.config.worker_class} workers ready at "
+                    f"{cluster.base_url} in {outcome.timings_s['ready']:.2f} s; workers (pid): "
                     + ", ".join(f"{index} ({pid})"
                                 for index, pid in enumerate(outcome.worker_pids)))
                 for chosen_scenario in chosen:

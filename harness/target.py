@@ -33,14 +33,16 @@ from harness.profile import REFERENCE_PROFILE, Profile, load_profile
 # Seconds the harness waits for a child Python to import the app and report its kind.
 DETECT_TIMEOUT_S = 60.0
 
-# Seconds a running service at --url has to answer its probe path.
+# Seconds a running service at --url has to respond to its probe path.
 PROBE_TIMEOUT_S = 5.0
 
 _DETECT_SCRIPT = """
 import importlib, inspect, sys
 module_name, _, expression = sys.argv[1].partition(":")
 module = importlib.import_module(module_name)
-app = eval(expression or "app", vars(module))
+if expression.isidentifier() and not hasattr(module, expression):
+    sys.exit(f"AttributeError: module {module_name} has no attribute {expression!r}")
+app = eval(expression, vars(module))
 call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
 if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
     print("uvicorn")
@@ -56,6 +58,15 @@ class TargetError(ValueError):
 def profile_for(path: Path | None) -> Profile:
     """Load the profile at ``path``, or the reference service's profile."""
     return load_profile(path if path is not None else REFERENCE_PROFILE)
+
+
+def check_app(app: str) -> None:
+    """Raise TargetError unless ``app`` has the form ``module:attribute``."""
+    module_name, _, expression = app.partition(":")
+    if not module_name or not expression:
+        raise TargetError(f"--app {app!r} is not of the form module:attribute; write it as, "
+                          "for example, myservice.main:app (an expression such as "
+                          "myservice.main:create_app() works too)")
 
 
 def detect_worker_class(app: str, env: Mapping[str, str]) -> str:

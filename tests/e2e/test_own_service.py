@@ -50,6 +50,7 @@ def test_app_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int)
     assert completed.returncode == exit_code, completed.stdout + completed.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"]["target"] == "app"
+    assert summary["target"]["worker_class"] == "uvicorn"  # picked for the ASGI app
     invariants = {violation["invariant"] for violation in summary["violations"]}
     if store == "memory":
         assert "known-scan-found" in invariants
@@ -238,3 +239,20 @@ def test_app_that_cannot_be_imported_names_the_error() -> None:
     assert "ModuleNotFoundError: No module named 'tests.apps.no_such_app'" in output
     assert "write it as module:attribute" in output
     assert 'File "' not in output  # the cause, not the traceback
+
+
+def test_app_without_attribute_exits_3() -> None:
+    completed = run_cli("run", "--app", "tests.apps.jobs_app", "--profile", str(PROFILE),
+                        store="memory")
+
+    assert completed.returncode == 3
+    assert "is not of the form module:attribute" in completed.stderr
+
+
+def test_app_attribute_missing_is_named() -> None:
+    completed = run_cli("run", "--app", "tests.apps.jobs_app:no_such_app", "--profile",
+                        str(PROFILE), store="memory")
+
+    assert completed.returncode == 3
+    output = completed.stdout + completed.stderr
+    assert "module tests.apps.jobs_app has no attribute 'no_such_app'" in output
