@@ -102,6 +102,20 @@ def count_ops(history: History | None) -> dict[str, Any]:
     }
 
 
+def requests_line(history: History | None, *, noun: str = "requests") -> str | None:
+    """Return the console line that counts requests, scans and the requests each worker
+    served, or None when no request was sent."""
+    counts = count_ops(history)
+    if not counts["requests"]:
+        return None
+    parts = [f"worker {worker}: {count}" for worker, count in counts["by_worker"].items()]
+    # Requests without a response, or whose response named no worker, count for no worker.
+    unnamed = counts["requests"] - sum(counts["by_worker"].values())
+    if unnamed:
+        parts.append(f"no worker named: {unnamed}")
+    return f"{counts['requests']} {noun}, {counts['scans']} scans ({', '.join(parts)})"
+
+
 def summary(outcome: RunOutcome) -> dict[str, Any]:
     """Build the ``summary.json`` document of a run."""
     result = outcome.result
@@ -218,12 +232,9 @@ def print_summary(outcome: RunOutcome, console: Console, *, max_violations: int 
     if outcome.scenarios:
         console.print(table)
 
-    counts = count_ops(outcome.history)
-    by_worker = ", ".join(f"worker {worker}: {count}"
-                          for worker, count in counts["by_worker"].items())
-    if not by_worker:
-        by_worker = "no answer named its worker"
-    console.print(f"{counts['requests']} requests, {counts['scans']} scans ({by_worker})")
+    line = requests_line(outcome.history)
+    if line is not None:
+        console.print(line)
 
     violations = outcome.result.violations if outcome.result else []
     for violation in violations[:max_violations]:

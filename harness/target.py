@@ -105,10 +105,12 @@ def app_environment(profile: Profile, *, store_url: str, clock_file: Path,
     return env
 
 
-def check_url(url: str, *, allow_remote: bool) -> None:
+def check_url(url: str, *, allow_remote: bool,
+              load_caps: str = "--load-users and --load-seconds") -> None:
     """Raise TargetError unless ``url`` is an http(s) URL on loopback (or remote is allowed).
 
-    The host is judged by its name or address only; it is never resolved.
+    ``load_caps`` names the options that cap a load on the command in use. The host is
+    judged by its name or address only; it is never resolved.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -116,9 +118,9 @@ def check_url(url: str, *, allow_remote: bool) -> None:
                           "write it as http://127.0.0.1:8000")
     if allow_remote or is_loopback(parts.hostname):
         return
-    raise TargetError(f"--url {url!r} is not on loopback; the harness sends its scenarios "
-                      "only to this machine unless you add --allow-remote (and, for a load "
-                      "phase, explicit --load-users and --load-seconds caps)")
+    raise TargetError(f"--url {url!r} is not on loopback; the harness sends requests only to "
+                      "this machine unless you add --allow-remote (and explicit caps on the "
+                      f"load: {load_caps})")
 
 
 def probe_url(url: str, probe_path: str) -> None:

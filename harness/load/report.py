@@ -28,7 +28,7 @@ from rich.table import Table
 
 from harness.checker import Verdict, Violation
 from harness.load.locust_stats import EndpointStats, format_number
-from harness.report import VERDICT_STYLES, count_ops, summary
+from harness.report import VERDICT_STYLES, requests_line, summary
 
 if TYPE_CHECKING:
     from harness.load.runner import LoadOutcome
@@ -182,11 +182,9 @@ def print_load_summary(outcome: LoadOutcome, console: Console, *,
         console.print(f"[yellow]warning:[/] the simulated users raised {outcome.exceptions} "
                       f"exceptions; see {run.run_dir / 'locust_exceptions.csv'}")
 
-    counts = count_ops(run.history)
-    by_worker = ", ".join(f"worker {worker}: {count}"
-                          for worker, count in counts["by_worker"].items())
-    console.print(f"{counts['requests']} requests recorded, {counts['scans']} scans "
-                  f"({by_worker or 'no worker'})")
+    line = requests_line(run.history, noun="requests recorded")
+    if line is not None:
+        console.print(line)
     violations = run.result.violations if run.result else []
     for violation in violations[:max_violations]:
         console.print(f"[red]violation[/] {escape(violation_line(violation))}", highlight=False)

@@ -149,7 +149,8 @@ def validate_load(config: LoadConfig) -> int:
     if config.app is not None:
         raise ConfigError("--app starts your app and --url names a running one; give one")
     try:
-        check_url(config.url, allow_remote=config.allow_remote)
+        check_url(config.url, allow_remote=config.allow_remote,
+                  load_caps="--users and --run-time")
         profile = profile_for(config.profile)
     except (ProfileError, TargetError) as error:
         raise ConfigError(str(error)) from error
@@ -268,7 +269,9 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
 
     secret = secrets.token_hex(16)
     cluster_config = outcome.run.config
-    say(f"starting the {config.store} store and {config.workers} {config.worker_class} workers")
+    worker_class = ("workers of the class that suits the app"
+                    if config.worker_class == "auto" else f"{config.worker_class} workers")
+    say(f"starting the {config.store} store and {config.workers} {worker_class}")
     with running_cluster(cluster_config, outcome.run.run_dir, outcome.run.seed, run_id, secret,
                          port=config.port) as (_, cluster):
         client = RoutingClient(cluster.base_url, HistoryRecorder(RunRecord(seed=0)),
@@ -279,7 +282,8 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
         finally:
             client.close()
         outcome.run.worker_pids = pids
-        say(f"cluster ready at {cluster.base_url}; workers (pid): "
+        say(f"cluster of {cluster.config.worker_class} workers ready at {cluster.base_url}; "
+            "workers (pid): "
             + ", ".join(f"{index} ({pid})" for index, pid in enumerate(pids)))
         yield _Target(cluster.base_url, secret if config.app is None else None, pids,
                       cluster.config.env)

@@ -141,7 +141,9 @@ def busy_port() -> Iterator[int]:
     (["--url", "http://127.0.0.1:9", "--app", "tests.apps.jobs_app:app"],
      "--url names a running cluster, so --app cannot be used with it"),
     # Refused before any request goes out: the address is never contacted.
-    (["--url", "http://192.0.2.1:8000", "--token-secret", "s"], "is not on loopback"),
+    (["--url", "http://192.0.2.1:8000", "--token-secret", "s"],
+     "is not on loopback; the harness sends requests only to this machine unless you add "
+     "--allow-remote (and explicit caps on the load: --users and --run-time)"),
     (["--url", "http://192.0.2.1:8000", "--allow-remote", "--token-secret", "s"],
      "--allow-remote needs explicit caps on load: give --users N and --run-time S"),
     (["--profile", "no-such-profile.toml"], "profile no-such-profile.toml not found"),

@@ -200,6 +200,7 @@ def test_remote_url_rejected() -> None:
 
     assert completed.returncode == 3
     assert "is not on loopback" in completed.stderr
+    assert "explicit caps on the load: --load-users and --load-seconds" in completed.stderr
 
 
 def test_app_without_profile_exits_3() -> None:

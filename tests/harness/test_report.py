@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from harness.cli import load as load_command
 from harness.cli import run as run_command
+from harness.history import Function, History, Op, OpType, RunRecord
 from harness.load.locust_stats import Thresholds
 from harness.load.report import rerun_command
 from harness.load.runner import LoadConfig, LoadOutcome
-from harness.report import replay_command
+from harness.report import replay_command, requests_line
 from harness.runner import ExitCode, RunConfig, RunOutcome
 
 NAMES = st.text(alphabet="abcdefghij-", min_size=1, max_size=12)
@@ -125,3 +126,27 @@ def test_load_rerun_gives_back_the_config(config: LoadConfig, seed: int) -> None
             "url", "app", "allow_remote", "profile", "gunicorn_config"]
     assert {name: params[name] for name in same} == {name: getattr(config, name)
                                                      for name in same}
+
+
+def completion(index: int, f: Function, op_type: OpType, worker: int | None) -> list[Op]:
+    """Return an invoke and its completion, served by ``worker``."""
+    invoke = Op(index=2 * index, type=OpType.INVOKE, f=f, process=1, real_ns=index,
+                virtual_ns=index)
+    done = Op(index=2 * index + 1, type=op_type, f=f, process=1, real_ns=index,
+              virtual_ns=index, worker=worker, invoke_index=2 * index,
+              scan_id="s1" if op_type is OpType.OK else None)
+    return [invoke, done]
+
+
+def test_requests_line_counts_unnamed_workers() -> None:
+    ops = [*completion(0, Function.DISCOVER, OpType.OK, 0),
+           *completion(1, Function.STATUS, OpType.OK, 1),
+           *completion(2, Function.STATUS, OpType.INFO, None)]
+
+    line = requests_line(History(RunRecord(seed=1), ops))
+
+    assert line == "3 requests, 1 scans (worker 0: 1, worker 1: 1, no worker named: 1)"
+
+
+def test_requests_line_absent_without_requests() -> None:
+    assert requests_line(History(RunRecord(seed=1))) is None
