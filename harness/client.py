@@ -66,6 +66,12 @@ WORKER_HEADER = "X-Worker-Id"
 # connections and at worst 94 on a 2-core machine; 200 leaves room for slower boots.
 MAX_PIN_CONNECTIONS = 200
 
+# A worker reports itself booted before its event loop accepts connections. So after a
+# connection reaches a worker not wanted, the client pauses n ms after the n-th
+# connection, at most 100 ms, which spreads 200 connections over about 15 s.
+MISS_PAUSE_STEP_S = 0.001
+MAX_MISS_PAUSE_S = 0.1
+
 
 class Route(Enum):
     """A worker chosen relative to the scan or to earlier requests."""
@@ -233,6 +239,7 @@ class RoutingClient:
                 continue
             if worker_pid in pinned:
                 http.close()
+                _pause_after_miss(attempts)
             else:
                 pinned[worker_pid] = http
 
@@ -293,6 +300,8 @@ class RoutingClient:
                 http.close()
                 if pid is None:
                     time.sleep(0.02)
+                else:
+                    _pause_after_miss(attempt)
         target = f"pid {worker_pid}" if worker_pid is not None else "a worker no slot holds"
         raise RoutingError(f"could not pin worker {slot} to {target} within {max_connections} "
                            f"connections or {timeout_s:.0f} s; is that worker alive and "
@@ -511,7 +520,7 @@ _SUMMARIZERS = {
 
 def canonical_answer(profile: Profile, f: Function, http_status: int,
                      body: Any) -> tuple[OpType, int, dict[str, Any] | None]:
-    """Return the op type, canonical status code and value of an answer, through the profile.
+    """Return a response's op type, canonical status code and value, through the profile.
 
     Where the profile maps the service's status code to another canonical one, the value
     keeps the service's code in ``service_http_status``. A 5xx on a start request is an
@@ -527,6 +536,11 @@ def canonical_answer(profile: Profile, f: Function, http_status: int,
     else:
         op_type = OpType.FAIL
     return op_type, status_code, value
+
+
+def _pause_after_miss(misses: int) -> None:
+    """Wait before the next connection, after ``misses`` reached a worker not wanted."""
+    time.sleep(min(misses * MISS_PAUSE_STEP_S, MAX_MISS_PAUSE_S))
 
 
 def _probe(http: httpx.Client, probe_path: str, header: str = WORKER_HEADER) -> int | None:
