@@ -37,7 +37,7 @@ from harness.client import RoutingClient
 from harness.history import Function, History, HistoryRecorder, Op, RunRecord, read_history
 from harness.load.locust_process import LocustOptions
 from harness.load.merge import write_history
-from harness.load.phase import LoadResult, run_load
+from harness.load.phase import LoadResult, LoadTarget, run_load
 from harness.load.recording import LoadSettings, ProcessHistory
 from harness.runner import RunConfig, running_cluster
 from service_under_test.auth import mint_token
@@ -91,15 +91,16 @@ def _load_once(host: str, secret: str, users: int, seconds: int, record: bool,
                pids: list[int], run_dir: Path, clock_file: Path) -> LoadResult:
     run_dir.mkdir()
     options = LocustOptions(users=users, spawn_rate=users, run_time_s=seconds)
-    return run_load(host, options, run_dir, token_secret=secret, run=RunRecord(seed=1),
-                    origin_ns=time.monotonic_ns(), worker_pids=pids, record=record,
-                    clock_file=clock_file)
+    target = LoadTarget(host, pids, clock_file, token_secret=secret)
+    return run_load(target, options, run_dir, run=RunRecord(seed=1),
+                    origin_ns=time.monotonic_ns(), record=record)
 
 
 def measure_recording_cost(work_dir: Path, requests: int = 20_000) -> float:
     """Return the CPU microseconds that recording one status request takes."""
-    history = ProcessHistory(LoadSettings(token_secret="s", history_dir=work_dir / "cost",
-                                          run=RunRecord(seed=0)))
+    settings = LoadSettings(token_secret="s", history_dir=work_dir / "cost",
+                            run=RunRecord(seed=0))
+    history = ProcessHistory(settings, settings.load_profile())
     scan_id = "5f1c" * 8
     body = {"scan_id": scan_id, "status": "scanning",
             "progress": {"strategies_completed": 3, "total_strategies": 14,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -55,10 +55,33 @@ def reference_cluster_options(command: Callable[..., None]) -> Callable[..., Non
         click.option("--fault", "faults", multiple=True, metavar="NAME",
                      help="Switch on a fault in the reference service; repeatable."),
     ]
-    # Applied last-first, so --help lists them in the order above.
-    for option in reversed(options):
+    return _with_options(command, options)
+
+
+def _with_options(command: Callable[..., None],
+                  options: Sequence[Callable[[Any], Any]]) -> Callable[..., None]:
+    """Return ``command`` with ``options``, which --help lists in the order given."""
+    for option in reversed(options):  # applied last-first
         command = option(command)
     return command
+
+
+def own_service_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the options that describe a user's own service: its app, API profile and
+    gunicorn config."""
+    options = [
+        click.option("--app", default=None, metavar="MODULE:APP",
+                     help="Serve your own WSGI or ASGI app under the cluster instead of the "
+                          "reference service."),
+        click.option("--profile", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None,
+                     help="TOML API profile of the service. Default: the reference "
+                          "service's."),
+        click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None,
+                     help="Your gunicorn config file, chained with the harness's."),
+    ]
+    return _with_options(command, options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,15 +102,9 @@ def cli() -> None:
               help="Switch on a fault in the reference service; repeatable.")
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME",
               help="Run only this scenario; repeatable. Default: every scenario.")
-@click.option("--app", default=None, metavar="MODULE:APP",
-              help="Serve your own WSGI or ASGI app under the cluster instead of the "
-                   "reference service.")
 @click.option("--url", default=None, metavar="URL",
               help="Test the service already running at this base URL; starts nothing.")
-@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML API profile of the service. Default: the reference service's.")
-@click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Your gunicorn config file, chained with the harness's.")
+@own_service_options
 @click.option("--allow-remote", is_flag=True,
               help="Allow a --url that is not on loopback (load then needs explicit caps).")
 @click.option("--scenarios-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -222,15 +239,9 @@ _CLUSTER_OPTIONS = {"workers": "--workers", "worker_class": "--worker-class",
               help="Run directory. Default: .harness-runs/<time>-<seed>/.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
               help="Port of the cluster; 0 picks a free one.")
-@click.option("--app", default=None, metavar="MODULE:APP",
-              help="Serve your own WSGI or ASGI app under the cluster instead of the "
-                   "reference service.")
 @click.option("--url", default=None, metavar="URL",
               help="Load the service running at this base URL instead of starting one.")
-@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML API profile of the service. Default: the reference service's.")
-@click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Your gunicorn config file, chained with the harness's.")
+@own_service_options
 @click.option("--allow-remote", is_flag=True,
               help="Allow a --url that is not on loopback (needs explicit --users and "
                    "--run-time).")

@@ -180,6 +180,9 @@ class RoutingClient:
 
         This is the mode for a service that names no worker in its answers: steps that
         name worker k use connection k, and ops record no worker.
+
+        NOTE: the connections can all land on one worker, so an observed run can miss a
+        bug in per-worker state that a routed run catches.
         """
         self._connections = [_PinnedConnection(self._new_http(), None)
                              for _ in range(connections)]

@@ -21,7 +21,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV, ClockState, wr
 from harness.cluster import REFERENCE_APP, Cluster, ClusterConfig
 from harness.follow_up import follow_open_scans
 from harness.history import History, HistoryRecorder, RunRecord
-from harness.load.phase import run_load_phase
+from harness.load.phase import LoadTarget, run_load_phase
 from harness.load.recording import DEFAULT_SCENARIO as LOAD_SCENARIO
 from harness.nemesis import Nemesis, NemesisError
 from harness.processes import StartError
@@ -306,6 +306,14 @@ def _worker_class(config: RunConfig, env: dict[str, str]) -> str:
         raise StartError(str(error)) from error
 
 
+def workers_text(config: RunConfig) -> str:
+    """Return the cluster's workers as a progress message names them, such as
+    ``4 uvicorn workers``."""
+    if config.worker_class == "auto":
+        return f"{config.workers} workers of the class that suits the app"
+    return f"{config.workers} {config.worker_class} workers"
+
+
 def uses_store_proxy(config: RunConfig) -> bool:
     """Return whether the run's workers reach the store through the store proxy.
 
@@ -392,9 +400,7 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
     if config.app is not None:
         outcome.target["app"] = config.app
     try:
-        worker_class = ("workers of the class that suits the app"
-                        if config.worker_class == "auto" else f"{config.worker_class} workers")
-        say(f"starting the {config.store} store and {config.workers} {worker_class}")
+        say(f"starting the {config.store} store and {workers_text(config)}")
         proxy = StoreProxy(("127.0.0.1", 0)) if uses_store_proxy(config) else None
         with running_cluster(config, run_dir, seed, run_id, secret,
                              proxy=proxy) as (store, cluster):
@@ -422,9 +428,11 @@ def _run(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
                 # Workers the nemesis replaced have new pids in their slots.
                 outcome.worker_pids = client.worker_pids
                 if config.load_seconds > 0:
-                    load = LoadTarget(cluster.base_url, outcome.worker_pids,
-                                      run_dir / "clock.json", cluster.config.env,
-                                      secret if config.app is None else None)
+                    load = LoadTarget(
+                        cluster.base_url, outcome.worker_pids, clock_file=clock_file,
+                        profile_path=config.profile,
+                        token_secret=secret if config.app is None else None,
+                        app_env=cluster.config.env)
                     outcome.scenarios.append(_run_load_phase(config, load, recorder,
                                                              outcome, deadline, say))
                 _follow_up(outcome, client, clock, recorder, config, deadline)
@@ -473,9 +481,10 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
             outcome.scenarios.append(_run_without_cluster(chosen_scenario, client, config,
                                                           outcome.seed, deadline, say))
         if config.load_seconds > 0:
-            load = LoadTarget(config.url, outcome.worker_pids or None, None, auth_env,
-                              auth_env.get(REFERENCE_SECRET_ENV) if profile.is_reference
-                              else None)
+            secret = auth_env.get(REFERENCE_SECRET_ENV) if profile.is_reference else None
+            load = LoadTarget(config.url, outcome.worker_pids or None,
+                              profile_path=config.profile, token_secret=secret,
+                              app_env=auth_env)
             outcome.scenarios.append(_run_load_phase(config, load, recorder, outcome,
                                                      deadline, say))
         _follow_up(outcome, client, None, recorder, config, deadline)
@@ -483,7 +492,7 @@ def _run_url(config: RunConfig, chosen: list[Scenario], outcome: RunOutcome,
         outcome.error = f"not every worker could be reached: {error}"
         outcome.exit_code = ExitCode.INCONCLUSIVE
         return _finish(outcome, recorder, started)
-    except TargetError as error:
+    except StartError as error:
         outcome.error = str(error)
         outcome.exit_code = ExitCode.HARNESS_ERROR
         return _finish(outcome, recorder, started)
@@ -555,36 +564,14 @@ def _run_scenario(chosen: Scenario, client: RoutingClient, clock: VirtualClock,
                            time.monotonic() - started, 0, error, context.notes)
 
 
-@dataclass(frozen=True)
-class LoadTarget:
-    """The service that the load phase loads, and how its users authenticate."""
-
-    base_url: str
-    worker_pids: list[int] | None
-    """The workers in index order; None when the service names none (observe mode)."""
-
-    clock_file: Path | None
-    """The run's virtual clock file; None when the harness started no cluster."""
-
-    app_env: Mapping[str, str]
-    """The environment that the profile's token function reads as the app's."""
-
-    token_secret: str | None
-    """The reference service's token secret, when the harness started it."""
-
-
 def _run_load_phase(config: RunConfig, target: LoadTarget, recorder: HistoryRecorder,
                     outcome: RunOutcome, deadline: float,
                     say: Callable[[str], None]) -> ScenarioOutcome:
     """Load the service with Locust; its ops join the history as the scenario ``load``."""
     say(f"load: {config.load_users} Locust users for {config.load_seconds:g} s")
-    phase = run_load_phase(target.base_url, recorder, outcome.run_dir,
-                           token_secret=target.token_secret,
-                           worker_pids=target.worker_pids, users=config.load_users,
+    phase = run_load_phase(target, recorder, outcome.run_dir, users=config.load_users,
                            seconds=config.load_seconds,
-                           time_left_s=deadline - time.monotonic(),
-                           clock_file=target.clock_file, profile_path=config.profile,
-                           app_env=target.app_env)
+                           time_left_s=deadline - time.monotonic())
     if phase.error:
         log.warning("the load phase did not run as configured: %s", phase.error)
     return ScenarioOutcome(LOAD_SCENARIO, tuple(INVARIANTS), Verdict.UNKNOWN, None,

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from harness.clock_state import CLOCK_DRIVER_ENV, CLOCK_FILE_ENV
+from harness.processes import StartError
 from harness.profile import REFERENCE_PROFILE, Profile, load_profile
 
 # Seconds the harness waits for a child Python to import the app and report its kind.
@@ -124,17 +125,17 @@ def check_url(url: str, *, allow_remote: bool,
 
 
 def probe_url(url: str, probe_path: str) -> None:
-    """Raise TargetError unless the service at ``url`` responds to ``probe_path`` with a
+    """Raise StartError unless the service at ``url`` responds to ``probe_path`` with a
     status below 500."""
     try:
         response = httpx.get(url.rstrip("/") + probe_path, timeout=PROBE_TIMEOUT_S,
                              trust_env=False)
     except httpx.HTTPError as error:
-        raise TargetError(f"cannot reach --url {url}: {error}; start the service (scan-harness "
-                          "serve for the reference one) or fix the URL") from error
+        raise StartError(f"cannot reach --url {url}: {error}; start the service (scan-harness "
+                         "serve for the reference one) or fix the URL") from error
     if response.status_code >= 500:
-        raise TargetError(f"--url {url} responded to {probe_path} with HTTP "
-                          f"{response.status_code}; check that the service is healthy")
+        raise StartError(f"--url {url} responded to {probe_path} with HTTP "
+                         f"{response.status_code}; check that the service is healthy")
 
 
 def is_loopback(host: str) -> bool:

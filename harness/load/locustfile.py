@@ -248,9 +248,12 @@ class ScanUser(FastHttpUser):
 
         body = _json_body(response)
         worker_pid = _worker_pid(response, self.profile.worker_header)
-        self.history.complete(invoke, status_code=status_code, body=body,
-                              worker_pid=worker_pid,
-                              text=response.text if body is None else None)
+        op = self.history.complete(invoke, status_code=status_code, body=body,
+                                   worker_pid=worker_pid,
+                                   text=response.text if body is None else None)
+        if op is not None:
+            # The recorded op carries the canonical status and value already.
+            return Reply(op.http_status or 0, op.value)
         _, canonical_status, value = canonical_answer(self.profile, f, status_code, body)
         return Reply(canonical_status, value)
 

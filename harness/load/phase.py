@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.history import History, HistoryError, HistoryRecorder, RunRecord
@@ -33,6 +33,27 @@ from harness.load.recording import DEFAULT_SCENARIO, LoadSettings
 
 HISTORY_DIR_NAME = "load-history"
 CSV_PREFIX_NAME = "locust"
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """The service under load, and what its simulated users need to reach it."""
+
+    host: str
+    worker_pids: Sequence[int] | None
+    """The workers' pids in index order; None when unknown (a service at ``--url``)."""
+
+    clock_file: Path | None = None
+    """The run's virtual clock file; None when the harness started no cluster."""
+
+    profile_path: Path | None = None
+    """The API profile the users speak; None is the reference service's."""
+
+    token_secret: str | None = None
+    """The secret that signs the reference service's tokens."""
+
+    app_env: Mapping[str, str] = field(default_factory=dict)
+    """The environment that a profile's token function reads as the app's."""
 
 
 @dataclass(slots=True)
@@ -56,21 +77,13 @@ class LoadResult:
     """Number of process histories merged."""
 
 
-def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: str | None,
-             run: RunRecord, origin_ns: int, worker_pids: Sequence[int] | None,
-             clock_file: Path | None = None, scenario: str = DEFAULT_SCENARIO,
-             record: bool = True, connections: int = 4,
-             scan_timeout_s: float = 15.0, profile_path: Path | None = None,
-             app_env: Mapping[str, str] | None = None) -> LoadResult:
-    """Run Locust against ``host`` and merge what its users recorded.
+def run_load(target: LoadTarget, options: LocustOptions, run_dir: Path, *, run: RunRecord,
+             origin_ns: int, scenario: str = DEFAULT_SCENARIO, record: bool = True,
+             connections: int = 4, scan_timeout_s: float = 15.0) -> LoadResult:
+    """Run Locust against ``target`` and merge what its users recorded.
 
-    ``origin_ns`` is the monotonic origin of the history the ops will join, and
-    ``worker_pids`` the cluster's worker pids in index order (None when unknown), and
-    ``clock_file`` the run's virtual clock file (None when the cluster has none).
-    ``profile_path`` names the API profile the users speak (None for the reference
-    service, whose tokens ``token_secret`` signs), and ``app_env`` the environment a
-    profile's token function reads. ``record=False`` records no history, to measure what
-    recording costs.
+    ``origin_ns`` is the monotonic origin of the history the ops will join.
+    ``record=False`` records no history, to measure what recording costs.
     """
     history_dir = run_dir / HISTORY_DIR_NAME
     history_dir.mkdir(parents=True, exist_ok=True)
@@ -78,20 +91,21 @@ def run_load(host: str, options: LocustOptions, run_dir: Path, *, token_secret: 
         stale.unlink()  # a reused --out directory must not merge an earlier run's files
     csv_prefix = run_dir / CSV_PREFIX_NAME
     settings = LoadSettings(
-        token_secret=token_secret, profile_path=profile_path,
+        token_secret=target.token_secret, profile_path=target.profile_path,
         history_dir=history_dir if record else None,
         origin_ns=origin_ns, run=run, scenario=scenario, connections=connections,
-        scan_timeout_s=scan_timeout_s, clock_file=clock_file, csv_prefix=csv_prefix,
+        scan_timeout_s=scan_timeout_s, clock_file=target.clock_file, csv_prefix=csv_prefix,
     )
 
-    locust = run_locust(host, options, settings, run_dir / "locust.log", app_env)
+    locust = run_locust(target.host, options, settings, run_dir / "locust.log",
+                        target.app_env)
 
     errors = [locust.error] if locust.error else []
     paths = sorted(history_dir.glob("*.jsonl"))
     history = History(run)
     if paths:
         try:
-            history = merge_files(paths, run=run, worker_pids=worker_pids)
+            history = merge_files(paths, run=run, worker_pids=target.worker_pids)
         except HistoryError as error:
             errors.append(f"cannot merge the load's histories: {error}")
     elif record and locust.error is None:
@@ -118,12 +132,9 @@ class PhaseReport:
     notes: list[str]
 
 
-def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
-                   token_secret: str | None, worker_pids: Sequence[int] | None, users: int,
-                   seconds: float, time_left_s: float, clock_file: Path | None = None,
-                   profile_path: Path | None = None,
-                   app_env: Mapping[str, str] | None = None) -> PhaseReport:
-    """Load the service at ``host`` and append the ops to the run's live history.
+def run_load_phase(target: LoadTarget, recorder: HistoryRecorder, run_dir: Path, *,
+                   users: int, seconds: float, time_left_s: float) -> PhaseReport:
+    """Load ``target`` and append the ops to the run's live history.
 
     The run time is ``seconds`` rounded up to whole seconds, and shortened so that
     Locust's worst case still ends within ``time_left_s``. The phase is skipped when that
@@ -136,10 +147,8 @@ def run_load_phase(host: str, recorder: HistoryRecorder, run_dir: Path, *,
                                        "for the load phase"])
 
     options = LocustOptions(users=users, spawn_rate=users, run_time_s=run_time_s)
-    result = run_load(host, options, run_dir, token_secret=token_secret,
-                      run=recorder.history.run, origin_ns=recorder.origin_ns,
-                      worker_pids=worker_pids, clock_file=clock_file,
-                      profile_path=profile_path, app_env=app_env)
+    result = run_load(target, options, run_dir, run=recorder.history.run,
+                      origin_ns=recorder.origin_ns)
     append_to_recorder(recorder, result.history.ops)
 
     notes = [f"{users} Locust users for {run_time_s} s"]

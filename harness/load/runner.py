@@ -31,7 +31,7 @@ from harness.history import HistoryRecorder, RunRecord
 from harness.load.locust_process import LocustOptions, parse_run_time
 from harness.load.locust_stats import LoadStats, ThresholdResult, Thresholds, judge_thresholds
 from harness.load.merge import seen_worker_pids, set_worker_indices, write_history
-from harness.load.phase import LoadResult, run_load
+from harness.load.phase import LoadResult, LoadTarget, run_load
 from harness.load.report import write_load_reports
 from harness.processes import StartError
 from harness.profile import ProfileError, token_source
@@ -46,6 +46,7 @@ from harness.runner import (
     make_run_dir,
     running_cluster,
     validate,
+    workers_text,
 )
 from harness.target import TargetError, check_url, probe_url, profile_for
 
@@ -92,7 +93,7 @@ class LoadConfig:
 
     gunicorn_config: Path | None = None
     allow_remote: bool = False
-    """Allow a ``url`` that is not on loopback; the command line then wants explicit caps."""
+    """Allow a ``url`` that is not on loopback; the command line then requires explicit caps."""
 
     port: int = 0
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -226,14 +227,10 @@ def _load(config: LoadConfig, options: LocustOptions, outcome: LoadOutcome,
     with _target(config, outcome, run_id, say) as target:
         say(f"Locust: {options.users} users at {options.spawn_rate:g}/s for "
             f"{options.run_time_s} s in {_processes_text(options.processes)}")
-        result = run_load(target.host, options, run_dir, token_secret=target.secret,
-                          run=record, origin_ns=origin_ns, worker_pids=target.worker_pids,
-                          clock_file=None if config.url else run_dir / CLOCK_FILE_NAME,
-                          record=config.record, connections=config.connections,
-                          profile_path=config.profile, app_env=target.app_env)
-    worker_pids = target.worker_pids
+        result = run_load(target, options, run_dir, run=record, origin_ns=origin_ns,
+                          record=config.record, connections=config.connections)
     outcome.locust_pids = result.locust.pids
-    if worker_pids is None:
+    if target.worker_pids is None:
         outcome.worker_pids_source = "history"
         outcome.run.worker_pids = seen_worker_pids(result.history)
         set_worker_indices(result.history.ops, outcome.run.worker_pids)
@@ -241,37 +238,21 @@ def _load(config: LoadConfig, options: LocustOptions, outcome: LoadOutcome,
     return result
 
 
-@dataclass(frozen=True)
-class _Target:
-    """The service under load, as Locust needs it."""
-
-    host: str
-    secret: str | None
-    """The reference service's token secret; None for another profile."""
-
-    worker_pids: list[int] | None
-    """The workers in index order; None when the harness did not start them."""
-
-    app_env: dict[str, str]
-    """The environment a profile's token function reads as the app's."""
-
-
 @contextmanager
 def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
-            say: Callable[[str], None]) -> Iterator[_Target]:
+            say: Callable[[str], None]) -> Iterator[LoadTarget]:
     """Yield the service under load: the one at ``--url``, or a cluster started here."""
     profile = profile_for(config.profile)
     if config.url is not None:
-        _probe(config.url, profile.probe_path)
+        probe_url(config.url, profile.probe_path)
         say(f"loading the service at {config.url}")
-        yield _Target(config.url, config.token_secret, None, dict(profile.env))
+        yield LoadTarget(config.url, None, profile_path=config.profile,
+                         token_secret=config.token_secret, app_env=profile.env)
         return
 
     secret = secrets.token_hex(16)
     cluster_config = outcome.run.config
-    worker_class = ("workers of the class that suits the app"
-                    if config.worker_class == "auto" else f"{config.worker_class} workers")
-    say(f"starting the {config.store} store and {config.workers} {worker_class}")
+    say(f"starting the {config.store} store and {workers_text(cluster_config)}")
     with running_cluster(cluster_config, outcome.run.run_dir, outcome.run.seed, run_id, secret,
                          port=config.port) as (_, cluster):
         client = RoutingClient(cluster.base_url, HistoryRecorder(RunRecord(seed=0)),
@@ -285,16 +266,11 @@ def _target(config: LoadConfig, outcome: LoadOutcome, run_id: str,
         say(f"cluster of {cluster.config.worker_class} workers ready at {cluster.base_url}; "
             "workers (pid): "
             + ", ".join(f"{index} ({pid})" for index, pid in enumerate(pids)))
-        yield _Target(cluster.base_url, secret if config.app is None else None, pids,
-                      cluster.config.env)
-
-
-def _probe(url: str, probe_path: str) -> None:
-    """Raise StartError unless the service at ``url`` responds to ``probe_path``."""
-    try:
-        probe_url(url, probe_path)
-    except TargetError as error:
-        raise StartError(str(error)) from error
+        yield LoadTarget(cluster.base_url, pids,
+                         clock_file=outcome.run.run_dir / CLOCK_FILE_NAME,
+                         profile_path=config.profile,
+                         token_secret=secret if config.app is None else None,
+                         app_env=cluster.config.env)
 
 
 def _judge(outcome: LoadOutcome, result: LoadResult) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,27 +98,13 @@ def test_load_command_speaks_the_profile(tmp_path: Path, store: str, exit_code: 
 
 @pytest.mark.parametrize(("store", "exit_code"), [("memory", 1), ("redis", 0)])
 def test_url_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int) -> None:
-    redis_store = EmbeddedStore(key_prefix="")
-    redis_store.start(tmp_path)
-    port = free_port()
-    env = {**os.environ, "JOBS_APP_STORE": store, "REDIS_URL": redis_store.url,
-           "PYTHONPATH": str(REPO_ROOT)}
+    out = tmp_path / "run"
     # The app runs under plain gunicorn, as a user deploys it: no harness hooks, so its
-    # answers name no worker and the run can only observe.
-    server = ChildProcess("gunicorn", [sys.executable, "-m", "gunicorn", APP,
-                                       "--worker-class", "uvicorn_worker.UvicornWorker",
-                                       "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                                       "--no-control-socket", "--keep-alive", "600"],
-                          log_path=tmp_path / "gunicorn.log", env=env, cwd=REPO_ROOT)
-    try:
-        assert wait_until(lambda: _answers(port), timeout_s=30)
-        out = tmp_path / "run"
+    # responses name no worker and the run can only observe.
+    with plain_gunicorn(tmp_path, store) as port:
         completed = run_cli("run", "--url", f"http://127.0.0.1:{port}", "--profile",
                             str(PROFILE), "--workers", "2", "--load-seconds", "0", "--out",
                             str(out), *scenario_args(URL_SCENARIOS), store=store)
-    finally:
-        server.stop()
-        redis_store.stop()
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"]["routing"] == "observed"
@@ -136,29 +124,15 @@ def test_url_mode_catches_memory_bug(tmp_path: Path, store: str, exit_code: int)
 
 @pytest.mark.parametrize(("store", "exit_code"), [("memory", 1), ("redis", 0)])
 def test_url_mode_routes_named_workers(tmp_path: Path, store: str, exit_code: int) -> None:
-    redis_store = EmbeddedStore(key_prefix="")
-    redis_store.start(tmp_path)
-    port = free_port()
-    env = {**os.environ, "JOBS_APP_STORE": store, "REDIS_URL": redis_store.url,
-           "JOBS_APP_NAME_WORKER": "1", "PYTHONPATH": str(REPO_ROOT)}
+    out = tmp_path / "run"
     # Plain gunicorn again, but the app names its worker in every response, so the
     # harness can pin a connection to each worker and the bug shows on the first try.
-    server = ChildProcess("gunicorn", [sys.executable, "-m", "gunicorn", APP,
-                                       "--worker-class", "uvicorn_worker.UvicornWorker",
-                                       "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                                       "--no-control-socket", "--keep-alive", "600"],
-                          log_path=tmp_path / "gunicorn.log", env=env, cwd=REPO_ROOT)
-    try:
-        assert wait_until(lambda: _answers(port), timeout_s=30)
-        out = tmp_path / "run"
+    with plain_gunicorn(tmp_path, store, name_worker=True) as port:
         completed = run_cli("run", "--url", f"http://127.0.0.1:{port}", "--profile",
                             str(PROFILE), "--workers", "2", "--load-seconds", "2",
                             "--load-users", "3", "--out", str(out),
                             "--scenario", "poll-every-worker", "--scenario", "results-twice",
                             store=store)
-    finally:
-        server.stop()
-        redis_store.stop()
 
     summary = json.loads((out / "summary.json").read_text())
     invariants = {violation["invariant"] for violation in summary["violations"]}
@@ -172,6 +146,30 @@ def test_url_mode_routes_named_workers(tmp_path: Path, store: str, exit_code: in
     load = {scenario["name"]: scenario for scenario in summary["scenarios"]}["load"]
     assert load["ops"] > 0
     assert load["error"] is None
+
+
+@contextlib.contextmanager
+def plain_gunicorn(tmp_path: Path, store: str, *, name_worker: bool = False) -> Iterator[int]:
+    """Serve the example app on 2 workers under plain gunicorn, with an embedded store at
+    ``REDIS_URL``, and yield its port once it responds."""
+    redis_store = EmbeddedStore(key_prefix="")
+    redis_store.start(tmp_path)
+    port = free_port()
+    env = {**os.environ, "JOBS_APP_STORE": store, "REDIS_URL": redis_store.url,
+           "PYTHONPATH": str(REPO_ROOT)}
+    if name_worker:
+        env["JOBS_APP_NAME_WORKER"] = "1"
+    server = ChildProcess("gunicorn", [sys.executable, "-m", "gunicorn", APP,
+                                       "--worker-class", "uvicorn_worker.UvicornWorker",
+                                       "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                                       "--no-control-socket", "--keep-alive", "600"],
+                          log_path=tmp_path / "gunicorn.log", env=env, cwd=REPO_ROOT)
+    try:
+        assert wait_until(lambda: _answers(port), timeout_s=30)
+        yield port
+    finally:
+        server.stop()
+        redis_store.stop()
 
 
 def _answers(port: int) -> bool:

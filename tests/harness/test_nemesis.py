@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 SECRET = "nemesis-test-secret"
 WORKERS = 3
 RETRY_BUDGET_S = 0.4
+SLOW_STORE_LATENCY_S = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +139,21 @@ def test_kill_replaces_and_repins(nemesis: Nemesis, client: RoutingClient,
     assert not window.data_lost
 
 
-def test_recycle_runs_graceful_shutdown(nemesis: Nemesis, client: RoutingClient,
-                                        recorder: HistoryRecorder) -> None:
+def test_recycle_runs_graceful_shutdown(
+        rig: tuple[Cluster, EmbeddedStore, StoreProxy, Path], nemesis: Nemesis,
+        client: RoutingClient, recorder: HistoryRecorder) -> None:
+    proxy = rig[2]
     old_pid = client.worker_pids[2]
     scan_id = start_scan(client, route=2)
 
-    new_pid = nemesis.recycle_worker(2)
+    # Slow store writes stretch the 0.7 s scan to over 2 s, so that it still runs when the
+    # worker's graceful shutdown comes on a busy machine. The latency stays below the
+    # workers' store timeout (half of RETRY_BUDGET_S), so the writes still succeed.
+    proxy.set_latency(SLOW_STORE_LATENCY_S)
+    try:
+        new_pid = nemesis.recycle_worker(2)
+    finally:
+        proxy.set_latency(0.0)
     after = wait_terminal(client, scan_id)
 
     assert alive([old_pid]) == []
