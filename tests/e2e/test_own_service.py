@@ -208,7 +208,7 @@ def test_app_without_profile_exits_3() -> None:
     assert f"--app {APP} needs --profile" in completed.stderr
 
 
-def test_url_of_reference_service_needs_its_secret() -> None:
+def test_reference_url_needs_secret() -> None:
     completed = run_cli("run", "--url", "http://127.0.0.1:9", store="memory",
                         unset=("SCAN_SERVICE_TOKEN_SECRET",))
 
@@ -229,7 +229,7 @@ def test_url_where_nothing_listens_exits_3(tmp_path: Path) -> None:
     assert summary["exit_code"] == 3
 
 
-def test_app_that_cannot_be_imported_names_the_error() -> None:
+def test_unimportable_app_names_error() -> None:
     completed = run_cli("run", "--app", "tests.apps.no_such_app:app", "--profile",
                         str(PROFILE), store="memory")
 

@@ -74,7 +74,7 @@ def test_default_run_replays_with_seed_only() -> None:
     assert replay_command(outcome) == "scan-harness run --seed 42"
 
 
-def test_remote_url_replay_names_its_load_caps() -> None:
+def test_remote_replay_names_load_caps() -> None:
     config = RunConfig(url="http://10.0.0.5:8000", allow_remote=True, load_seconds=10.0)
 
     command = replay_command(RunOutcome(config, 1, Path("run"), ExitCode.PASS))
